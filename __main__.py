@@ -1,0 +1,5 @@
+import sys
+
+from hnetbench.cli import main
+
+sys.exit(main())
