@@ -35,6 +35,11 @@ class DataConfig:
     bpe_vocab_size: int = 2048
     seq_len: int = 512  # bytes per sequence (byte models); BPE models get matched tokens
     batch_size: int = 8  # sequences per optimizer step (before gradient accumulation)
+    hf_config: str | None = None  # HF dataset config (e.g. sample-10BT) for source=hf
+    text_field: str = "text"  # document field in jsonl/parquet/HF records
+    max_bytes: int = 0  # cap on document bytes read from files/hf sources (0 = no cap)
+    fasta_window: int = 16384  # bp per document when reading FASTA files
+    tokenizer_path: str | None = None  # gpt2: local tiktoken ranks file or GPT-2 vocab dir
 
 
 @dataclass
@@ -45,6 +50,7 @@ class ModelConfig:
     d_model: list[int] = field(default_factory=lambda: [128, 192])  # one per stage
     d_intermediate: list[int] = field(default_factory=lambda: [0, 384])  # 0 = no MLP
     vocab_size: int = 256
+    tie_embeddings: bool = False  # share input embedding and LM head (GPT-2 style BPE baseline)
     max_seq_len: int = 65536  # longest sequence (in model tokens) the model accepts
     # attention (per stage lists; a single value broadcasts)
     attn_num_heads: list[int] = field(default_factory=lambda: [4])
@@ -56,6 +62,7 @@ class ModelConfig:
     mamba_expand: int = 2
     mamba_headdim: int = 32
     mamba_chunk_size: int = 64
+    mamba_ngroups: int = 1
     # dynamic chunking
     chunking: str = "dc"  # dc (learned router) | space (spacelike bytes) | pool (every k bytes)
     pool_size: int = 6
@@ -95,6 +102,7 @@ class TrainConfig:
     eval_every: int = 100
     eval_batches: int = 4
     log_every: int = 10
+    debug_nan_step: int = 0  # test hook: make the loss NaN at this step (0 = off)
 
 
 @dataclass

@@ -1,27 +1,82 @@
 """Kernels for H-Net-specific operations, each with a pure-torch reference beside it.
 
-Dispatch: CUDA tensors use a Triton kernel when available, CPU tensors the torch path;
-`backend` ("auto" | "torch" | "triton") forces either.
+Dispatch: CUDA tensors use a Triton kernel when triton is installed, CPU tensors the torch path;
+`backend` ("auto" | "torch" | "triton", i.e. ModelConfig.kernels) forces either. Triton on CPU
+tensors works only under TRITON_INTERPRET=1 (set before triton is first imported; tests only).
+The Triton modules are imported lazily so importing this package never pulls in triton.
 """
 
 from __future__ import annotations
 
-import torch
+import importlib.util
+import os
 
-from hnetbench.kernels.ema import ema_reference
+import torch
+from hnetbench.kernels.ema import ema_chunked, ema_reference
 from hnetbench.kernels.routing import cosine_probs_reference
+
+BACKENDS = ("auto", "torch", "triton")
+
+
+def triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def _interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "").lower() in ("1", "true", "on", "yes")
+
+
+def _use_triton(name: str, t: torch.Tensor, backend: str) -> bool:
+    if backend not in BACKENDS:
+        raise ValueError(f"{name}: backend={backend!r} is not one of {'|'.join(BACKENDS)}")
+    if backend == "torch":
+        return False
+    if backend == "auto":
+        return t.is_cuda and triton_available()
+    if not triton_available():
+        raise ValueError(f"{name}: backend='triton' needs the triton package (pip install triton)")
+    if not t.is_cuda and not _interpret():
+        raise ValueError(
+            f"{name}: backend='triton' needs CUDA tensors, got {t.device.type} "
+            "(use backend='torch' or 'auto', or TRITON_INTERPRET=1 to run Triton on CPU)"
+        )
+    return True
 
 
 def ema_smooth(x: torch.Tensor, p: torch.Tensor, backend: str = "auto") -> torch.Tensor:
-    """Smoothing EMA over chunks; see kernels/ema.py."""
-    return ema_reference(x, p)
+    """Smoothing EMA over chunks, x (B, M, D), p (B, M) -> (B, M, D); see kernels/ema.py."""
+    if _use_triton("ema_smooth", x, backend):
+        from hnetbench.kernels.ema_triton import ema_triton
+
+        return ema_triton(x, p)
+    return ema_chunked(x, p)
 
 
 def cosine_probs(
-    q: torch.Tensor, k: torch.Tensor, doc_start: torch.Tensor | None = None, backend: str = "auto"
-) -> torch.Tensor:
-    """Boundary probabilities from adjacent cosine similarity; see kernels/routing.py."""
-    return cosine_probs_reference(q, k, doc_start)
+    q: torch.Tensor,
+    k: torch.Tensor,
+    doc_start: torch.Tensor | None = None,
+    backend: str = "auto",
+    return_boundaries: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Boundary probabilities p (B, L) from adjacent cosine similarity; see kernels/routing.py.
+    With return_boundaries=True returns (p, p > 0.5), the boundary mask fused in one pass."""
+    if _use_triton("cosine_probs", q, backend):
+        from hnetbench.kernels.routing_triton import cosine_probs_triton
+
+        p, b = cosine_probs_triton(q, k, doc_start)
+    else:
+        p = cosine_probs_reference(q, k, doc_start)
+        b = p > 0.5
+    return (p, b) if return_boundaries else p
 
 
-__all__ = ["ema_smooth", "cosine_probs", "ema_reference", "cosine_probs_reference"]
+__all__ = [
+    "BACKENDS",
+    "cosine_probs",
+    "cosine_probs_reference",
+    "ema_chunked",
+    "ema_reference",
+    "ema_smooth",
+    "triton_available",
+]

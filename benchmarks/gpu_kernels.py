@@ -1,0 +1,204 @@
+"""GPU benchmark: parity and speed of the Triton kernels (EMA scan, routing) against the torch
+paths, forward and forward+backward. Prints a table and writes JSON (atomically) to OUT.
+
+    python3 benchmarks/gpu_kernels.py [OUT.json] [--quick]
+
+Parity is measured against the float64 sequential loop `ema_reference` (the ground truth) and
+`cosine_probs_reference`. Speed compares Triton with the blocked torch scan `ema_chunked` (what
+runs without Triton) and with the loop. `--smoke` runs tiny shapes and also works on CPU under
+TRITON_INTERPRET=1, only to check that this script itself runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import torch
+
+from hnetbench.kernels import triton_available
+from hnetbench.kernels.ema import ema_chunked, ema_reference
+from hnetbench.kernels.routing import cosine_probs_reference
+
+EMA_SHAPES = [(8, 1024, 512), (8, 4096, 1024), (4, 8192, 2048)]  # (B, M, D)
+ROUTE_SHAPES = [(8, 8192, 512), (8, 16384, 1024)]  # (B, L, D)
+EMA_TILES = [(64, 32), (64, 16), (32, 32), (128, 32), (64, 64)]  # (block_m, block_d)
+
+
+def timeit(fn, device: torch.device, warmup: int = 3, reps: int = 20) -> float:
+    """Median milliseconds per call (CUDA events on GPU)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return sorted(times)[len(times) // 2]
+
+
+def run_grad(f, inputs: tuple[torch.Tensor, ...], g: torch.Tensor):
+    inputs = tuple(t.detach().requires_grad_(True) for t in inputs)
+    out = f(*inputs)
+    out = out[0] if isinstance(out, tuple) else out
+    return out.detach(), torch.autograd.grad(out, inputs, g)
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max |b|, in float64."""
+    a, b = a.double(), b.double()
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+def ema_inputs(B: int, M: int, D: int, dtype: torch.dtype, device: torch.device):
+    gen = torch.Generator(device="cpu").manual_seed(M + D)
+    x = torch.randn(B, M, D, generator=gen).to(device, dtype)
+    p = torch.rand(B, M, generator=gen)
+    p[torch.rand(B, M, generator=gen) < 0.02] = 1.0  # document starts: exact resets
+    p[:, 0] = 1.0
+    return x, p.to(device, dtype), torch.randn(B, M, D, generator=gen).to(device, dtype)
+
+
+def bench_ema(shapes, dtypes, tiles, device, reps: int, loop_max_m: int) -> list[dict]:
+    from hnetbench.kernels.ema_triton import ema_triton
+
+    rows = []
+    for B, M, D in shapes:
+        for dtype in dtypes:
+            x, p, g = ema_inputs(B, M, D, dtype, device)
+            ref, (rdx, rdp) = run_grad(ema_reference, (x.double(), p.double()), g.double())
+            out, (dx, dp) = run_grad(ema_triton, (x, p), g)
+            row = dict(kernel="ema", B=B, M=M, D=D, dtype=str(dtype).split(".")[-1],
+                       err_out=rel_err(out, ref), err_dx=rel_err(dx, rdx), err_dp=rel_err(dp, rdp))
+            del ref, rdx, rdp
+            tiles_ms = {}
+            for bm, bd in tiles:
+                tiles_ms[f"{bm}x{bd}"] = timeit(lambda: ema_triton(x, p, bm, bd), device, reps=reps)  # noqa: B023
+            best = min(tiles_ms, key=tiles_ms.get)
+            bm, bd = (int(v) for v in best.split("x"))
+            row["triton_tiles_fwd_ms"], row["best_tile"] = tiles_ms, best
+            row["triton_fwd_ms"] = tiles_ms[best]
+            row["triton_fwdbwd_ms"] = timeit(
+                lambda: run_grad(lambda a, b: ema_triton(a, b, bm, bd), (x, p), g), device, reps=reps  # noqa: B023
+            )
+            row["torch_chunked_fwd_ms"] = timeit(lambda: ema_chunked(x, p), device, reps=reps)  # noqa: B023
+            row["torch_chunked_fwdbwd_ms"] = timeit(
+                lambda: run_grad(ema_chunked, (x, p), g), device, reps=reps  # noqa: B023
+            )
+            if M <= loop_max_m:
+                row["loop_fwd_ms"] = timeit(lambda: ema_reference(x, p), device, 1, 3)  # noqa: B023
+            # bytes moved by the forward: read x and p, write h (float32)
+            nbytes = x.numel() * x.element_size() + p.numel() * p.element_size() + x.numel() * 4
+            row["triton_fwd_GBps"] = nbytes / (row["triton_fwd_ms"] * 1e-3) / 1e9
+            rows.append(row)
+            print_row(row)
+    return rows
+
+
+def bench_routing(shapes, dtypes, device, reps: int) -> list[dict]:
+    from hnetbench.kernels.routing_triton import cosine_probs_triton
+
+    rows = []
+    for B, L, D in shapes:
+        for dtype in dtypes:
+            gen = torch.Generator(device="cpu").manual_seed(L + D)
+            q = torch.randn(B, L, D, generator=gen).to(device, dtype)
+            k = torch.randn(B, L, D, generator=gen).to(device, dtype)
+            doc = (torch.rand(B, L, generator=gen) < 0.01).to(device)
+            g = torch.randn(B, L, generator=gen).to(device, dtype)
+            ref, (rdq, rdk) = run_grad(
+                lambda a, b: cosine_probs_reference(a, b, doc), (q.double(), k.double()), g.double()  # noqa: B023
+            )
+            out, (dq, dk) = run_grad(lambda a, b: cosine_probs_triton(a, b, doc), (q, k), g)  # noqa: B023
+            _, bnd = cosine_probs_triton(q, k, doc)
+            row = dict(kernel="routing", B=B, M=L, D=D, dtype=str(dtype).split(".")[-1],
+                       err_out=rel_err(out, ref), err_dx=rel_err(dq, rdq), err_dp=rel_err(dk, rdk),
+                       boundary_mismatch=(bnd != (ref > 0.5)).float().mean().item())
+            row["triton_fwd_ms"] = timeit(lambda: cosine_probs_triton(q, k, doc), device, reps=reps)  # noqa: B023
+            row["triton_fwdbwd_ms"] = timeit(
+                lambda: run_grad(lambda a, b: cosine_probs_triton(a, b, doc), (q, k), g),  # noqa: B023
+                device, reps=reps,
+            )
+            row["torch_chunked_fwd_ms"] = timeit(
+                lambda: cosine_probs_reference(q, k, doc), device, reps=reps  # noqa: B023
+            )
+            row["torch_chunked_fwdbwd_ms"] = timeit(
+                lambda: run_grad(lambda a, b: cosine_probs_reference(a, b, doc), (q, k), g),  # noqa: B023
+                device, reps=reps,
+            )
+            rows.append(row)
+            print_row(row)
+    return rows
+
+
+HEADER = (f"{'kernel':<8}{'B':>3}{'M/L':>7}{'D':>6} {'dtype':<9}{'err out':>9}{'err g1':>9}"
+          f"{'err g2':>9}{'tri fwd':>9}{'tri f+b':>9}{'torch fwd':>10}{'torch f+b':>10}"
+          f"{'loop fwd':>9}  ms / rel. errors vs float64 reference")
+
+
+def print_row(r: dict) -> None:
+    loop = f"{r['loop_fwd_ms']:>9.2f}" if "loop_fwd_ms" in r else f"{'-':>9}"
+    print(f"{r['kernel']:<8}{r['B']:>3}{r['M']:>7}{r['D']:>6} {r['dtype']:<9}{r['err_out']:>9.1e}"
+          f"{r['err_dx']:>9.1e}{r['err_dp']:>9.1e}{r['triton_fwd_ms']:>9.3f}"
+          f"{r['triton_fwdbwd_ms']:>9.3f}{r['torch_chunked_fwd_ms']:>10.3f}"
+          f"{r['torch_chunked_fwdbwd_ms']:>10.3f}{loop}", flush=True)
+
+
+def write_json(path: str, obj: dict) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=d, delete=False, suffix=".tmp") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(f.name, path)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", nargs="?", default="results/bench/gpu_kernels.json")
+    ap.add_argument("--quick", action="store_true", help="first shape of each kernel only")
+    ap.add_argument("--smoke", action="store_true", help="tiny shapes; CPU ok with TRITON_INTERPRET=1")
+    args = ap.parse_args()
+    if not triton_available():
+        print("gpu_kernels: triton is not installed (pip install triton)", file=sys.stderr)
+        return 1
+    interp = os.environ.get("TRITON_INTERPRET") == "1"
+    if torch.cuda.is_available():
+        device = torch.device("cuda")
+    elif args.smoke and interp:
+        device = torch.device("cpu")
+    else:
+        print("gpu_kernels: no CUDA GPU visible (torch.cuda.is_available() is False); run this on "
+              "a GPU machine (or --smoke with TRITON_INTERPRET=1 to check the script on CPU)",
+              file=sys.stderr)
+        return 1
+    ema_shapes, route_shapes, tiles, reps = EMA_SHAPES, ROUTE_SHAPES, EMA_TILES, 20
+    dtypes = [torch.float32, torch.bfloat16]
+    if args.quick:
+        ema_shapes, route_shapes = EMA_SHAPES[:1], ROUTE_SHAPES[:1]
+    if args.smoke:
+        ema_shapes, route_shapes, tiles, reps = [(2, 40, 6)], [(2, 20, 6)], [(16, 4), (32, 8)], 1
+        dtypes = [torch.float32]
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu (triton interpreter)"
+    print(f"device: {name}, torch {torch.__version__}")
+    print(HEADER)
+    rows = bench_ema(ema_shapes, dtypes, tiles, device, reps, loop_max_m=4096)
+    rows += bench_routing(route_shapes, dtypes, device, reps)
+    write_json(args.out, dict(device=name, torch=torch.__version__, smoke=args.smoke, rows=rows))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

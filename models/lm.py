@@ -1,0 +1,335 @@
+"""The language-model wrapper: embeddings -> backbone (isotropic or H-Net) -> head, plus the
+loss, initialisation, optimizer groups with per-stage LR multipliers, and `build_model`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from hnetbench.config import ConfigError, ModelConfig
+from hnetbench.models import chunking
+from hnetbench.models.blocks import LevelSpec
+from hnetbench.models.hnet import HNet, StageOptions
+from hnetbench.models.isotropic import Isotropic
+from hnetbench.models.routing import Router
+from hnetbench.models.seqinfo import Seq
+
+N_GPT = 4.6  # GPT-2 bytes per token on FineWeb-Edu (paper App. C)
+
+
+@dataclass
+class LMOutput:
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+    ar_loss: torch.Tensor | None = None
+    nats_sum: torch.Tensor | None = None
+    n_targets: int = 0
+    ratio_loss: torch.Tensor | None = None
+    stats: dict[str, float] = field(default_factory=dict)
+    boundaries: list[torch.Tensor] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- config checks
+
+
+def _per_level(values: list, n: int, key: str) -> list:
+    if len(values) == 1:
+        return list(values) * n
+    if len(values) != n:
+        raise ConfigError(
+            f"model.{key}: expected 1 or {n} values (one per level), got {len(values)}"
+        )
+    return list(values)
+
+
+def layout_depth(layout: object, top: bool = True) -> int:
+    """Number of levels of a nested layout; one-line ConfigError when malformed."""
+    if isinstance(layout, str) and top:
+        return 1
+    if isinstance(layout, list) and len(layout) == 1 and isinstance(layout[0], str):
+        return 1
+    if (
+        isinstance(layout, list)
+        and len(layout) == 3
+        and isinstance(layout[0], str)
+        and isinstance(layout[2], str)
+    ):
+        return 1 + layout_depth(layout[1], top=False)
+    raise ConfigError(
+        f"model.layout: bad nested layout {layout!r} (expected [encoder, inner, decoder] with "
+        "strings around a nested list, or [main])"
+    )
+
+
+def _normalise_layout(layout: object) -> list:
+    if isinstance(layout, str):
+        return [layout]
+    if len(layout) == 1:
+        return [layout[0]]
+    return [layout[0], _normalise_layout(layout[1]), layout[2]]
+
+
+def level_specs(cfg: ModelConfig, n: int) -> list[LevelSpec]:
+    if len(cfg.d_model) != n:
+        raise ConfigError(
+            f"model.d_model: layout has {n} level(s) but d_model has {len(cfg.d_model)} widths"
+        )
+    if any(b < a for a, b in zip(cfg.d_model, cfg.d_model[1:])):
+        raise ConfigError(
+            f"model.d_model: widths must not decrease from outer to inner, got {cfg.d_model}"
+        )
+    d_int = _per_level(cfg.d_intermediate, n, "d_intermediate")
+    heads = _per_level(cfg.attn_num_heads, n, "attn_num_heads")
+    rot = _per_level(cfg.attn_rotary_dim, n, "attn_rotary_dim")
+    win = _per_level(cfg.attn_window, n, "attn_window")
+    return [
+        LevelSpec(
+            cfg.d_model[s],
+            d_int[s],
+            heads[s],
+            rot[s],
+            win[s],
+            cfg.mamba_d_state,
+            cfg.mamba_d_conv,
+            cfg.mamba_expand,
+            cfg.mamba_headdim,
+            cfg.mamba_ngroups,
+            cfg.mamba_chunk_size,
+        )
+        for s in range(n)
+    ]
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+class CausalLM(nn.Module):
+    def __init__(self, cfg: ModelConfig, layout: list, n_levels: int) -> None:
+        super().__init__()
+        self.cfg, self.n_levels = cfg, n_levels
+        specs = level_specs(cfg, n_levels)
+        if cfg.chunking not in ("dc", "space", "pool"):
+            raise ConfigError(f"model.chunking: expected dc|space|pool, got {cfg.chunking!r}")
+        if cfg.downsample not in ("select", "mean", "max"):
+            raise ConfigError(f"model.downsample: expected select|mean|max, got {cfg.downsample!r}")
+        if cfg.router not in ("cosine", "linear"):
+            raise ConfigError(f"model.router: expected cosine|linear, got {cfg.router!r}")
+        self.ratio_targets = []
+        if n_levels > 1:
+            self.ratio_targets = _per_level(cfg.ratio_targets, n_levels - 1, "ratio_targets")
+        if any(t <= 1 for t in self.ratio_targets):
+            raise ConfigError(
+                f"model.ratio_targets: every target must be > 1, got {cfg.ratio_targets}"
+            )
+        opt = StageOptions(
+            cfg.chunking,
+            cfg.router,
+            cfg.pool_size,
+            cfg.smoothing,
+            cfg.ste,
+            cfg.residual_proj,
+            cfg.norm_balance,
+            cfg.downsample,
+            cfg.kernels,
+        )
+        d0 = cfg.d_model[0]
+        self.embedding = nn.Embedding(cfg.vocab_size, d0)
+        self.backbone = HNet(layout, 0, specs, opt)
+        self.head = nn.Linear(d0, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.head.weight = self.embedding.weight
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        std = self.cfg.init_std
+        for iso in self.modules():
+            if not isinstance(iso, Isotropic):
+                continue
+            scale = 1 / math.sqrt(2 * max(len(iso.layers), 1))  # GPT-2 style residual scaling
+            for m in iso.modules():
+                if isinstance(m, nn.Linear) and not getattr(m, "_keep_init", False):
+                    nn.init.normal_(
+                        m.weight, 0.0, std * (scale if getattr(m, "_residual_out", False) else 1)
+                    )
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+        for m in self.modules():  # the linear-router ablation's scorer
+            if isinstance(m, Router) and m.kind == "linear":
+                nn.init.normal_(m.score.weight, 0.0, std)
+                nn.init.zeros_(m.score.bias)
+        nn.init.normal_(self.embedding.weight, 0.0, std)
+        if not self.cfg.tie_embeddings:
+            nn.init.normal_(self.head.weight, 0.0, std)
+
+    # ------------------------------------------------------------------ forward
+
+    def _check_len(self, T: int) -> None:
+        if T > self.cfg.max_seq_len:
+            raise ValueError(
+                f"sequence length {T} exceeds model.max_seq_len {self.cfg.max_seq_len}"
+            )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        doc_start: torch.Tensor | None = None,
+    ) -> LMOutput:
+        B, T = input_ids.shape
+        self._check_len(T)
+        if doc_start is None:
+            doc_start = torch.zeros_like(input_ids, dtype=torch.bool)
+        aux: list[dict] = []
+        h = self.backbone(self.embedding(input_ids), Seq.from_doc_start(doc_start), aux, input_ids)
+        logits = self.head(h)
+        out = LMOutput(logits=logits, boundaries=[a["b"] for a in aux])
+        ratio = logits.new_zeros(())
+        for s, a in enumerate(aux):
+            b, p = a["b"], a["p"]
+            n_valid = b.numel() if a["valid"] is None else int(a["valid"].sum())
+            n_chunks = max(int(b.sum()), 1)
+            out.stats[f"stage{s}/keep_frac"] = n_chunks / max(n_valid, 1)
+            out.stats[f"stage{s}/bytes_per_chunk"] = B * T / n_chunks
+            out.stats[f"stage{s}/boundary_prob"] = float(p.detach().float().mean())
+            if a["learned"]:
+                r = chunking.ratio_loss(b, p, self.ratio_targets[s], a["valid"])
+                out.stats[f"stage{s}/ratio_loss"] = float(r.detach())
+                ratio = ratio + r
+        out.ratio_loss = ratio
+        if targets is not None:
+            nats = F.cross_entropy(
+                logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum"
+            )
+            n = int((targets != -100).sum())
+            out.nats_sum, out.n_targets = nats, n
+            out.ar_loss = nats / max(n, 1)
+            out.loss = out.ar_loss + self.cfg.ratio_alpha * ratio
+        return out
+
+    # ------------------------------------------------------------------ cached inference
+
+    @torch.no_grad()
+    def prefill(
+        self, input_ids: torch.Tensor, doc_start: torch.Tensor, capacity: int
+    ) -> tuple[torch.Tensor, dict]:
+        """Run the prompt once, building caches; returns (last-position logits (B, V), cache)."""
+        self._check_len(input_ids.shape[1])
+        cache: dict = {"ids_len": input_ids.shape[1]}
+        seq = Seq.from_doc_start(doc_start, capacity=capacity)
+        h = self.backbone(self.embedding(input_ids), seq, [], input_ids, cache)
+        return self.head(h[:, -1]), cache
+
+    @torch.no_grad()
+    def step(self, ids: torch.Tensor, cache: dict) -> torch.Tensor:
+        """Append one token per row (B,) -> next-token logits (B, V)."""
+        cache["ids_len"] += 1
+        self._check_len(cache["ids_len"])
+        rows = torch.arange(ids.shape[0], device=ids.device)
+        h = self.backbone.step(self.embedding(ids)[:, None], rows, cache, ids)
+        return self.head(h[:, 0])
+
+    def generate(
+        self,
+        prompts: list[list[int]],
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        greedy: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> list[list[int]]:
+        from hnetbench.models.generate import generate
+
+        return generate(self, prompts, max_new_tokens, temperature, top_p, greedy, generator)[0]
+
+    # ------------------------------------------------------------------ optimizer groups
+
+    def lr_multipliers(self, lr_mult: object = "auto") -> list[float]:
+        n = self.n_levels
+        if lr_mult == "none" or lr_mult is None:
+            return [1.0] * n
+        if lr_mult == "auto":
+            if n == 1:
+                return [1.0]
+            N = list(self.ratio_targets) + [1.0]  # N_S = 1 for the main network
+            D = self.cfg.d_model
+            total = math.prod(N)
+            return [math.sqrt(N_GPT * math.prod(N[s:]) / total * D[-1] / D[s]) for s in range(n)]
+        if isinstance(lr_mult, (list, tuple)):
+            if len(lr_mult) != n:
+                raise ConfigError(
+                    f"train.lr_mult: expected {n} values (one per level), got {len(lr_mult)}"
+                )
+            return [float(v) for v in lr_mult]
+        raise ConfigError(
+            f"train.lr_mult: expected auto|none|a list of {n} numbers, got {lr_mult!r}"
+        )
+
+    def param_groups(self, weight_decay: float, lr_mult: object = "auto") -> list[dict]:
+        """AdamW groups per (level, decay); no decay on norms, biases, 1-d params, embeddings."""
+        mults = self.lr_multipliers(lr_mult)
+        buckets: dict[tuple[int, bool], list] = {}
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            level = name.count("inner.")  # embeddings and head live at level 0
+            decay = p.ndim >= 2 and not name.startswith("embedding")
+            buckets.setdefault((level, decay), []).append(p)
+        return [
+            {
+                "params": ps,
+                "weight_decay": weight_decay if decay else 0.0,
+                "lr_mult": mults[level],
+                "name": f"stage{level}/{'decay' if decay else 'no_decay'}",
+            }
+            for (level, decay), ps in sorted(buckets.items())
+        ]
+
+
+# ----------------------------------------------------------------------------- registry
+
+ARCHS: dict[str, Callable[[ModelConfig], CausalLM]] = {}
+
+
+def register_arch(name: str) -> Callable:
+    def deco(fn: Callable[[ModelConfig], CausalLM]) -> Callable:
+        ARCHS[name] = fn
+        return fn
+
+    return deco
+
+
+@register_arch("hnet")
+def _build_hnet(cfg: ModelConfig) -> CausalLM:
+    n = layout_depth(cfg.layout)
+    if n < 2:
+        raise ConfigError(
+            f"model.layout: arch 'hnet' needs [encoder, inner, decoder], got {cfg.layout!r}"
+        )
+    return CausalLM(cfg, _normalise_layout(cfg.layout), n)
+
+
+@register_arch("isotropic")
+def _build_isotropic(cfg: ModelConfig) -> CausalLM:
+    if layout_depth(cfg.layout) != 1:
+        raise ConfigError(
+            f"model.layout: arch 'isotropic' needs one layout string, got {cfg.layout!r}"
+        )
+    return CausalLM(cfg, _normalise_layout(cfg.layout), 1)
+
+
+def build_model(cfg: ModelConfig) -> CausalLM:
+    if cfg.arch not in ARCHS:
+        raise ConfigError(f"model.arch: expected one of {'|'.join(ARCHS)}, got {cfg.arch!r}")
+    return ARCHS[cfg.arch](cfg)
+
+
+def count_parameters(cfg: ModelConfig) -> int:
+    """Parameter count without allocating weights (built on the meta device)."""
+    with torch.device("meta"):
+        model = build_model(cfg)
+    return sum(p.numel() for p in model.parameters())

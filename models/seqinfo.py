@@ -1,0 +1,47 @@
+"""Where every position sits: which document, and its position inside that document.
+
+Layers never see `doc_start` directly; they get a `Seq` (full sequences) or a `Step` (one new
+position for a subset of rows during cached generation). Document ids let attention mask across
+documents and let Mamba-2 reset its conv window and SSM state, so packed rows stay isolated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Seq:
+    doc: torch.Tensor  # (B, L) long, nondecreasing along L
+    pos: torch.Tensor  # (B, L) long, position inside its document (RoPE)
+    lengths: torch.Tensor | None = None  # (B,) valid prefix per row; None = all L valid
+    capacity: int = 0  # > 0 while prefilling caches: slots to reserve for later steps
+
+    @staticmethod
+    def from_doc_start(
+        doc_start: torch.Tensor, lengths: torch.Tensor | None = None, capacity: int = 0
+    ) -> Seq:
+        doc_start = doc_start.clone()
+        doc_start[:, 0] = True  # every row starts a document
+        doc = doc_start.long().cumsum(1)
+        idx = torch.arange(doc.shape[1], device=doc.device).expand_as(doc)
+        start = torch.where(doc_start, idx, torch.zeros_like(idx)).cummax(1).values
+        return Seq(doc, idx - start, lengths, capacity)
+
+    def valid(self) -> torch.Tensor | None:
+        if self.lengths is None:
+            return None
+        idx = torch.arange(self.doc.shape[1], device=self.doc.device)
+        return idx[None, :] < self.lengths[:, None]
+
+
+@dataclass
+class Step:
+    """One new position for rows `rows` of the batch (cache tensors keep the full batch)."""
+
+    rows: torch.Tensor  # (n,) long indices into the batch
+    idx: torch.Tensor  # (n,) slot of the new position in its row's sequence at this level
+    pos: torch.Tensor  # (n,) position inside the document
+    doc: torch.Tensor  # (n,) document id

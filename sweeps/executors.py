@@ -1,0 +1,190 @@
+"""Executors: how sweep jobs are started. A small registry: local, submitit-local, slurm.
+
+Each executor gets the run directories that need work and returns {run_dir: outcome}. local and
+submitit-local wait for their jobs; slurm submits a job array and returns (jobs are tracked in
+results/<sweep>/jobs.json and by each run's status.json).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hnetbench.config import ConfigError
+from hnetbench.sweeps.spec import SweepSpec
+from hnetbench.sweeps.state import now, read_json, write_json
+
+Log = Callable[[str], None]
+ExecutorFn = Callable[[SweepSpec, Path, list[Path], int, Log], dict[str, str]]
+EXECUTORS: dict[str, ExecutorFn] = {}
+WAITS = {"local": True, "submitit-local": True, "slurm": False}
+
+
+def register_executor(name: str) -> Callable[[ExecutorFn], ExecutorFn]:
+    def deco(fn: ExecutorFn) -> ExecutorFn:
+        EXECUTORS[name] = fn
+        return fn
+
+    return deco
+
+
+def get_executor(name: str) -> ExecutorFn:
+    if name not in EXECUTORS:
+        raise ConfigError(f"--executor: unknown executor '{name}' (valid: {', '.join(EXECUTORS)})")
+    return EXECUTORS[name]
+
+
+def record_jobs(sweep_dir: Path, entries: dict[str, dict[str, Any]]) -> None:
+    """Merge job records into jobs.json under an flock (two runners may submit at once)."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    with open(sweep_dir / "jobs.lock", "a") as g:
+        fcntl.flock(g, fcntl.LOCK_EX)
+        jobs = read_json(sweep_dir / "jobs.json") or {}
+        for run_id, entry in entries.items():
+            jobs.setdefault(run_id, []).append(entry)
+        write_json(sweep_dir / "jobs.json", jobs)
+        fcntl.flock(g, fcntl.LOCK_UN)
+
+
+_OUTCOME = {0: "completed", 1: "failed", 75: "locked", 130: "cancelled"}
+
+
+def _die_with_parent() -> None:
+    # Local jobs are children of the runner: if the runner is killed, so are they (their lock
+    # then goes stale and a rerun resumes them from ckpt/), instead of orphans holding locks.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+@register_executor("local")
+def run_local(spec: SweepSpec, sweep_dir: Path, run_dirs: list[Path], max_parallel: int,
+              log: Log) -> dict[str, str]:
+    """A pool of `python -m hnetbench.sweeps.job RUN_DIR` subprocesses, max_parallel at a time."""
+    todo = list(run_dirs)
+    running: dict[str, subprocess.Popen] = {}
+    out: dict[str, str] = {}
+    while todo or running:
+        while todo and len(running) < max(1, max_parallel):
+            rd = todo.pop(0)
+            with open(rd / "job.log", "ab") as f:
+                running[str(rd)] = subprocess.Popen(
+                    [sys.executable, "-m", "hnetbench.sweeps.job", str(rd)],
+                    stdout=f, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+                )
+            log(f"started {rd.name} (pid {running[str(rd)].pid})")
+        time.sleep(0.2)
+        for key, proc in list(running.items()):
+            rc = proc.poll()
+            if rc is not None:
+                out[key] = _OUTCOME.get(rc, "failed")
+                log(f"{out[key]:9s} {Path(key).name}")
+                del running[key]
+    return out
+
+
+def _submitit_executor(spec: SweepSpec, sweep_dir: Path, cluster: str, max_parallel: int) -> Any:
+    try:
+        import submitit
+    except ImportError:
+        raise ConfigError("--executor: submitit is not installed (pip install submitit)") from None
+    s = spec.slurm
+    ex = submitit.AutoExecutor(folder=str(sweep_dir / "submitit"), cluster=cluster,
+                               **({"slurm_max_num_timeout": s.max_requeue}
+                                  if cluster == "slurm" else {}))
+    params: dict[str, Any] = {"timeout_min": s.time_min, "name": f"hnetbench-{spec.name}"}
+    if cluster == "slurm":
+        cap = s.array_parallelism
+        parallel = min(cap, max_parallel) if max_parallel > 0 else cap
+        params.update(
+            nodes=s.nodes, gpus_per_node=s.gpus_per_node, tasks_per_node=s.gpus_per_node,
+            cpus_per_task=s.cpus_per_task, mem_gb=s.mem_gb, slurm_array_parallelism=parallel,
+            slurm_setup=list(s.setup), slurm_additional_parameters=dict(s.additional),
+        )
+        for key in ("partition", "account", "qos", "constraint"):
+            if getattr(s, key):
+                params[f"slurm_{key}"] = getattr(s, key)
+    ex.update_parameters(**params)
+    return ex
+
+
+@register_executor("submitit-local")
+def run_submitit_local(spec: SweepSpec, sweep_dir: Path, run_dirs: list[Path], max_parallel: int,
+                       log: Log) -> dict[str, str]:
+    """submitit's local cluster: each job is a detached controller + subprocess; we wait."""
+    from hnetbench.sweeps.job import SweepJob
+
+    ex = _submitit_executor(spec, sweep_dir, "local", max_parallel)
+    todo = list(run_dirs)
+    running: dict[str, Any] = {}
+    out: dict[str, str] = {}
+    while todo or running:
+        while todo and len(running) < max(1, max_parallel):
+            rd = todo.pop(0)
+            job = ex.submit(SweepJob(), str(rd))
+            running[str(rd)] = job
+            record_jobs(sweep_dir, {rd.name: {"executor": "submitit-local", "job_id": job.job_id,
+                                              "submitted": now()}})
+            log(f"submitted {rd.name} (submitit local job {job.job_id})")
+        time.sleep(0.3)
+        for key, job in list(running.items()):
+            if job.done():
+                try:
+                    out[key] = job.result()["state"]
+                except Exception as e:  # noqa: BLE001 - the job process died; status says why
+                    out[key] = "failed"
+                    log(f"job {job.job_id} for {Path(key).name} died: {str(e).splitlines()[0]}")
+                log(f"{out[key]:9s} {Path(key).name}")
+                del running[key]
+    return out
+
+
+@register_executor("slurm")
+def run_slurm(spec: SweepSpec, sweep_dir: Path, run_dirs: list[Path], max_parallel: int,
+              log: Log) -> dict[str, str]:
+    """One Slurm job array (submitit), requeued on preemption/timeout; does not wait."""
+    from hnetbench.sweeps.job import SweepJob
+
+    ex = _submitit_executor(spec, sweep_dir, "slurm", max_parallel)
+    with ex.batch():
+        jobs = [ex.submit(SweepJob(), str(rd)) for rd in run_dirs]
+    record_jobs(sweep_dir, {rd.name: {"executor": "slurm", "job_id": job.job_id,
+                                      "submitted": now()} for rd, job in zip(run_dirs, jobs)})
+    for rd, job in zip(run_dirs, jobs):
+        log(f"submitted {rd.name} as Slurm job {job.job_id}")
+    return {str(rd): "submitted" for rd in run_dirs}
+
+
+def cancel_jobs(sweep_dir: Path, log: Log) -> set[str]:
+    """Cancel every recorded submitit job of the sweep; returns the run ids whose jobs were hit."""
+    jobs = read_json(sweep_dir / "jobs.json") or {}
+    slurm_ids: list[str] = []
+    hit: set[str] = set()
+    for run_id, entries in jobs.items():
+        for entry in entries:
+            if entry.get("executor") == "slurm":
+                slurm_ids.append(str(entry["job_id"]))
+                hit.add(run_id)
+            elif entry.get("executor") == "submitit-local":
+                # the job id is the controller's pid; SIGINT makes it stop its tasks
+                try:
+                    os.kill(int(entry["job_id"]), signal.SIGINT)
+                    hit.add(run_id)
+                    log(f"cancelled submitit local job {entry['job_id']} ({run_id})")
+                except (ProcessLookupError, ValueError):
+                    pass
+    if slurm_ids:
+        ids = sorted(set(slurm_ids))
+        res = subprocess.run(["scancel", *ids], capture_output=True, text=True)
+        if res.returncode != 0:
+            log(f"scancel failed: {res.stderr.strip() or res.returncode}")
+        else:
+            log(f"scancel {' '.join(ids)}")
+    return hit

@@ -1,0 +1,118 @@
+"""Data-parallel setup from the environment: torchrun (RANK/WORLD_SIZE/LOCAL_RANK) or Slurm
+(SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID), else a single process."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistEnv:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    initialized_here: bool = False  # we created the process group, so we destroy it
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def _first_slurm_host(nodelist: str) -> str:
+    """'gpu[03-05,07],cpu1' -> 'gpu03' (the first host of a Slurm hostlist)."""
+    first = re.split(r",(?![^\[]*\])", nodelist)[0]
+    m = re.match(r"^([^\[]*)\[([^\]]*)\]", first)
+    if not m:
+        return first
+    return m.group(1) + re.split(r"[-,]", m.group(2))[0]
+
+
+def env_world() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun's or Slurm's variables; (0, 1, 0) if neither."""
+    env = os.environ
+    if "WORLD_SIZE" in env and "RANK" in env:
+        return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
+    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
+        return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0))
+    return 0, 1, 0
+
+
+def init_distributed(device_type: str) -> DistEnv:
+    """Join (or create) the process group when the environment describes several processes.
+
+    NCCL on CUDA, gloo on CPU. Under Slurm without torchrun, MASTER_ADDR defaults to the first host
+    of the job and MASTER_PORT to a port derived from the job id.
+    """
+    rank, world, local = env_world()
+    if world <= 1:
+        return DistEnv()
+    if dist.is_initialized():
+        return DistEnv(dist.get_rank(), dist.get_world_size(), local, False)
+    if "MASTER_ADDR" not in os.environ:
+        nodes = os.environ.get("SLURM_JOB_NODELIST", "localhost")
+        os.environ["MASTER_ADDR"] = _first_slurm_host(nodes)
+    if "MASTER_PORT" not in os.environ:
+        os.environ["MASTER_PORT"] = str(20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000)
+    if device_type == "cuda":
+        torch.cuda.set_device(local)
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world)
+    return DistEnv(rank, world, local, True)
+
+
+def all_reduce_sum(t: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    if env.enabled:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def all_reduce_grads(params: list[torch.nn.Parameter], env: DistEnv) -> None:
+    """Sum gradients over ranks in one flat buffer per dtype (each rank's objective is already
+    scaled by its share of the global batch, so a sum gives the global gradient).
+
+    Done by hand after the last micro-batch rather than with the DDP wrapper: it is exact for any
+    model (parameters a forward pass leaves unused get zero gradients instead of a DDP error),
+    needs no `no_sync` bookkeeping for accumulation, and leaves torch.compile's graph alone.
+    """
+    if not env.enabled:
+        return
+    by_dtype: dict[torch.dtype, list[torch.nn.Parameter]] = {}
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        by_dtype.setdefault(p.grad.dtype, []).append(p)
+    for group in by_dtype.values():
+        flat = torch.cat([p.grad.reshape(-1) for p in group])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        offset = 0
+        for p in group:
+            n = p.grad.numel()
+            p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
+            offset += n
+
+
+def broadcast_params(model: torch.nn.Module, env: DistEnv) -> None:
+    """Make every rank start from rank 0's weights (same seed should already agree; this is cheap
+    insurance against initialisers that consult other RNGs)."""
+    if env.enabled:
+        for t in list(model.parameters()) + list(model.buffers()):
+            dist.broadcast(t.data, src=0)
+
+
+def barrier(env: DistEnv) -> None:
+    if env.enabled:
+        dist.barrier()
+
+
+def shutdown(env: DistEnv) -> None:
+    if env.initialized_here and dist.is_initialized():
+        dist.destroy_process_group()
