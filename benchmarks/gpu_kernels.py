@@ -5,7 +5,7 @@ paths, forward and forward+backward. Prints a table and writes JSON (atomically)
 
 Parity is measured against the float64 sequential loop `ema_reference` (the ground truth) and
 `cosine_probs_reference`. Speed compares Triton with the blocked torch scan `ema_chunked` (what
-runs without Triton) and with the loop. `--smoke` runs tiny shapes and also works on CPU under
+runs without Triton; "torch" = its loop variant, "mm" = its matmul variant) and the loop. `--smoke` runs tiny shapes and also works on CPU under
 TRITON_INTERPRET=1, only to check that this script itself runs.
 """
 
@@ -17,9 +17,9 @@ import os
 import sys
 import tempfile
 import time
+from functools import partial
 
 import torch
-
 from hnetbench.kernels import triton_available
 from hnetbench.kernels.ema import ema_chunked, ema_reference
 from hnetbench.kernels.routing import cosine_probs_reference
@@ -85,20 +85,22 @@ def bench_ema(shapes, dtypes, tiles, device, reps: int, loop_max_m: int) -> list
             del ref, rdx, rdp
             tiles_ms = {}
             for bm, bd in tiles:
-                tiles_ms[f"{bm}x{bd}"] = timeit(lambda: ema_triton(x, p, bm, bd), device, reps=reps)  # noqa: B023
+                fwd = partial(ema_triton, x, p, bm, bd)
+                tiles_ms[f"{bm}x{bd}"] = timeit(fwd, device, reps=reps)
             best = min(tiles_ms, key=tiles_ms.get)
             bm, bd = (int(v) for v in best.split("x"))
             row["triton_tiles_fwd_ms"], row["best_tile"] = tiles_ms, best
             row["triton_fwd_ms"] = tiles_ms[best]
-            row["triton_fwdbwd_ms"] = timeit(
-                lambda: run_grad(lambda a, b: ema_triton(a, b, bm, bd), (x, p), g), device, reps=reps  # noqa: B023
-            )
-            row["torch_chunked_fwd_ms"] = timeit(lambda: ema_chunked(x, p), device, reps=reps)  # noqa: B023
+            tri = partial(ema_triton, block_m=bm, block_d=bd)
+            row["triton_fwdbwd_ms"] = timeit(partial(run_grad, tri, (x, p), g), device, reps=reps)
+            row["torch_chunked_fwd_ms"] = timeit(partial(ema_chunked, x, p), device, reps=reps)
             row["torch_chunked_fwdbwd_ms"] = timeit(
-                lambda: run_grad(ema_chunked, (x, p), g), device, reps=reps  # noqa: B023
+                partial(run_grad, ema_chunked, (x, p), g), device, reps=reps
             )
+            mm = partial(ema_chunked, method="matmul")  # the within-block matmul variant
+            row["torch_matmul_fwdbwd_ms"] = timeit(partial(run_grad, mm, (x, p), g), device, reps=reps)
             if M <= loop_max_m:
-                row["loop_fwd_ms"] = timeit(lambda: ema_reference(x, p), device, 1, 3)  # noqa: B023
+                row["loop_fwd_ms"] = timeit(partial(ema_reference, x, p), device, 1, 3)
             # bytes moved by the forward: read x and p, write h (float32)
             nbytes = x.numel() * x.element_size() + p.numel() * p.element_size() + x.numel() * 4
             row["triton_fwd_GBps"] = nbytes / (row["triton_fwd_ms"] * 1e-3) / 1e9
@@ -118,25 +120,19 @@ def bench_routing(shapes, dtypes, device, reps: int) -> list[dict]:
             k = torch.randn(B, L, D, generator=gen).to(device, dtype)
             doc = (torch.rand(B, L, generator=gen) < 0.01).to(device)
             g = torch.randn(B, L, generator=gen).to(device, dtype)
-            ref, (rdq, rdk) = run_grad(
-                lambda a, b: cosine_probs_reference(a, b, doc), (q.double(), k.double()), g.double()  # noqa: B023
-            )
-            out, (dq, dk) = run_grad(lambda a, b: cosine_probs_triton(a, b, doc), (q, k), g)  # noqa: B023
+            tri = partial(cosine_probs_triton, doc_start=doc)
+            ref_fn = partial(cosine_probs_reference, doc_start=doc)
+            ref, (rdq, rdk) = run_grad(ref_fn, (q.double(), k.double()), g.double())
+            out, (dq, dk) = run_grad(tri, (q, k), g)
             _, bnd = cosine_probs_triton(q, k, doc)
             row = dict(kernel="routing", B=B, M=L, D=D, dtype=str(dtype).split(".")[-1],
                        err_out=rel_err(out, ref), err_dx=rel_err(dq, rdq), err_dp=rel_err(dk, rdk),
                        boundary_mismatch=(bnd != (ref > 0.5)).float().mean().item())
-            row["triton_fwd_ms"] = timeit(lambda: cosine_probs_triton(q, k, doc), device, reps=reps)  # noqa: B023
-            row["triton_fwdbwd_ms"] = timeit(
-                lambda: run_grad(lambda a, b: cosine_probs_triton(a, b, doc), (q, k), g),  # noqa: B023
-                device, reps=reps,
-            )
-            row["torch_chunked_fwd_ms"] = timeit(
-                lambda: cosine_probs_reference(q, k, doc), device, reps=reps  # noqa: B023
-            )
+            row["triton_fwd_ms"] = timeit(partial(tri, q, k), device, reps=reps)
+            row["triton_fwdbwd_ms"] = timeit(partial(run_grad, tri, (q, k), g), device, reps=reps)
+            row["torch_chunked_fwd_ms"] = timeit(partial(ref_fn, q, k), device, reps=reps)
             row["torch_chunked_fwdbwd_ms"] = timeit(
-                lambda: run_grad(lambda a, b: cosine_probs_reference(a, b, doc), (q, k), g),  # noqa: B023
-                device, reps=reps,
+                partial(run_grad, ref_fn, (q, k), g), device, reps=reps
             )
             rows.append(row)
             print_row(row)
@@ -145,15 +141,16 @@ def bench_routing(shapes, dtypes, device, reps: int) -> list[dict]:
 
 HEADER = (f"{'kernel':<8}{'B':>3}{'M/L':>7}{'D':>6} {'dtype':<9}{'err out':>9}{'err g1':>9}"
           f"{'err g2':>9}{'tri fwd':>9}{'tri f+b':>9}{'torch fwd':>10}{'torch f+b':>10}"
-          f"{'loop fwd':>9}  ms / rel. errors vs float64 reference")
+          f"{'mm f+b':>8}{'loop fwd':>9}  ms / rel. errors vs float64 reference")
 
 
 def print_row(r: dict) -> None:
     loop = f"{r['loop_fwd_ms']:>9.2f}" if "loop_fwd_ms" in r else f"{'-':>9}"
+    mm = f"{r['torch_matmul_fwdbwd_ms']:>8.3f}" if "torch_matmul_fwdbwd_ms" in r else f"{'-':>8}"
     print(f"{r['kernel']:<8}{r['B']:>3}{r['M']:>7}{r['D']:>6} {r['dtype']:<9}{r['err_out']:>9.1e}"
           f"{r['err_dx']:>9.1e}{r['err_dp']:>9.1e}{r['triton_fwd_ms']:>9.3f}"
           f"{r['triton_fwdbwd_ms']:>9.3f}{r['torch_chunked_fwd_ms']:>10.3f}"
-          f"{r['torch_chunked_fwdbwd_ms']:>10.3f}{loop}", flush=True)
+          f"{r['torch_chunked_fwdbwd_ms']:>10.3f}{mm}{loop}", flush=True)
 
 
 def write_json(path: str, obj: dict) -> None:
@@ -168,7 +165,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", nargs="?", default="results/bench/gpu_kernels.json")
     ap.add_argument("--quick", action="store_true", help="first shape of each kernel only")
-    ap.add_argument("--smoke", action="store_true", help="tiny shapes; CPU ok with TRITON_INTERPRET=1")
+    ap.add_argument("--smoke", action="store_true", help="tiny shapes (CPU: TRITON_INTERPRET=1)")
     args = ap.parse_args()
     if not triton_available():
         print("gpu_kernels: triton is not installed (pip install triton)", file=sys.stderr)

@@ -25,6 +25,14 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
+def check_vocab(model: torch.nn.Module, tokenizer) -> None:
+    """A one-line error instead of an IndexError deep inside the embedding."""
+    v = getattr(getattr(model, "cfg", None), "vocab_size", None)
+    if v is not None and v < tokenizer.vocab_size:
+        raise ValueError(f"model.vocab_size {v} is smaller than the {tokenizer.name} tokenizer's "
+                         f"{tokenizer.vocab_size} ids (BOS = {tokenizer.bos_id})")
+
+
 @torch.no_grad()
 def score_tails(
     model: torch.nn.Module,
@@ -119,6 +127,7 @@ def evaluate_bpb(
     which for DNA is the perplexity per base pair of the paper's Table 5; bytes_per_chunk maps
     stage{s} -> model input positions per chunk kept by stage s (empty for isotropic models).
     """
+    check_vocab(model, tokenizer)
     was_training = model.training
     model.eval()
     bos = tokenizer.bos_id

@@ -53,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", required=True, help="comma-separated multiple-choice tasks")
     p.add_argument("--limit", type=float, default=None, help="items per task (testing)")
     p.add_argument("--perturbations", default="antspeak,drop,randomcase,repeat,uppercase")
-    p.add_argument("--metric", default="acc", help="acc | acc_norm (default acc, as Table 3)")
+    p.add_argument("--metric", default="acc", choices=["acc", "acc_norm"],
+                   help="accuracy measure (default acc, as Table 3)")
     p.add_argument("--perturb-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="e.g. drop_frac=0.2, repeat_max=3, seed=1 (repeatable)")
     p.add_argument("--only", choices=["context", "choices"],

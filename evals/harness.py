@@ -15,6 +15,19 @@ MAIN_METRICS = ("acc", "acc_norm", "acc_bytes", "bits_per_byte", "word_perplexit
                 "byte_perplexity", "perplexity", "exact_match")
 
 
+class _QuietCustomDataset(logging.Filter):
+    """Drop lm-eval's per-task hint about custom-dataset kwargs (our loader takes none)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Custom kwargs can be passed" not in record.getMessage()
+
+
+def _quiet() -> None:
+    log = logging.getLogger("lm_eval.api.task")
+    if not any(isinstance(f, _QuietCustomDataset) for f in log.filters):
+        log.addFilter(_QuietCustomDataset())
+
+
 def offline_tasks() -> list[str]:
     """Names of the tasks (and tags) shipped in evals/tasks/."""
     import yaml
@@ -39,6 +52,7 @@ def task_manager(names: list[str]):
 
 def load_tasks(names: list[str], log=print) -> dict[str, Any]:
     """name -> Task for every leaf task that loads; one line per task that does not."""
+    _quiet()
     tm = task_manager(names)
     known = set(tm.all_tasks)
     out: dict[str, Any] = {}

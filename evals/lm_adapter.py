@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from hnetbench.evals.bpb import model_device, score_tails, windows
+from hnetbench.evals.bpb import check_vocab, model_device, score_tails, windows
 from lm_eval.api.instance import Instance
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
@@ -47,6 +47,7 @@ class HNetBenchLM(LM):
             model, _, tokenizer = load_checkpoint(checkpoint)
         if model is None or tokenizer is None:
             raise ValueError("hnetbench LM: give checkpoint=PATH or both model and tokenizer")
+        check_vocab(model, tokenizer)
         if device and device != "auto":
             model = model.to(device)
         self.model = model.eval()

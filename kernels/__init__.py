@@ -28,7 +28,9 @@ def _interpret() -> bool:
 
 def _use_triton(name: str, t: torch.Tensor, backend: str) -> bool:
     if backend not in BACKENDS:
-        raise ValueError(f"{name}: backend={backend!r} is not one of {'|'.join(BACKENDS)}")
+        raise ValueError(
+            f"{name}: backend (model.kernels) {backend!r} is not one of {'|'.join(BACKENDS)}"
+        )
     if backend == "torch":
         return False
     if backend == "auto":

@@ -5,18 +5,29 @@ against. A chunk whose P is exactly 1 (the first chunk of every document) restar
 no information crosses a document boundary.
 
 `ema_chunked` is the fast pure-torch path (the CPU default). The EMA is the linear recurrence
-h_t = a_t h_{t-1} + u_t with a = 1 - P, u = P * z. Within blocks of `block` positions it is one
-matmul with the decay matrix L[t, s] = prod_{s<r<=t} a_r; a short sequential loop then carries
-the state across blocks. L is built as exp of *sums* of log(a) (never differences), so a = 0
-gives log = -inf and exp(-inf) = 0 exactly, with no -inf - -inf = NaN. Autograd would still
-produce 0 * inf = NaN through log(0), so the backward is written by hand: it is the same
-recurrence run in reverse, evaluated by the same blocked scan.
+h_t = a_t h_{t-1} + w_t u_t with a = 1 - P, w = P, u = z. The sequence is cut into n blocks of
+C positions (C ~ sqrt(M)) and scanned in two levels:
+  1. every block from a zero state, all blocks at once: C steps on (B, n, D) tensors
+     ("loop"), or one batched matmul with the decay matrix L[t, s] = prod_{s<r<=t} a_r
+     ("matmul");
+  2. the state entering each block: n steps on (B, D) vectors, then one rank-1 update
+     y += prod_{r<=t} a_r * carry.
+So about 2 sqrt(M) small steps replace M. Products of a are cumulative products, never ratios,
+so P == 1 (a = 0) is exact. The matmul variant builds L as exp of *sums* of log|a| (never
+differences: log 0 = -inf gives exp(-inf) = 0, never -inf - -inf = NaN). Autograd through log(0)
+would give 0 * inf = NaN, so the backward is written by hand: the adjoint recurrence
+gh_t = g_t + a_{t+1} gh_{t+1} is the same scan run in reverse.
+On this CPU the loop variant is the faster one (matmul does C times the arithmetic).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
+
+METHODS = ("loop", "matmul")
 
 
 def _check(x: torch.Tensor, p: torch.Tensor) -> None:
@@ -29,13 +40,31 @@ def _check(x: torch.Tensor, p: torch.Tensor) -> None:
 def ema_reference(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """x: (B, M, D) chunk vectors, p: (B, M) probabilities in [0, 1] -> (B, M, D)."""
     _check(x, p)
-    p = p.to(x.dtype).unsqueeze(-1)
+    # unbind, not x[:, t]: indexing would make every step's backward a full-size scatter
+    ps = p.to(x.dtype).unsqueeze(-1).unbind(1)
     out = []
     prev = x.new_zeros(x.shape[0], x.shape[2])
-    for t in range(x.shape[1]):
-        prev = p[:, t] * x[:, t] + (1 - p[:, t]) * prev
+    for xt, pt in zip(x.unbind(1), ps):
+        prev = pt * xt + (1 - pt) * prev
         out.append(prev)
     return torch.stack(out, dim=1) if out else x.clone()
+
+
+def default_block(M: int) -> int:
+    """Power of two near sqrt(M): balances the two sequential levels."""
+    return min(256, max(8, 2 ** round(math.log2(max(M, 1)) / 2)))
+
+
+def _blocks_loop(a: torch.Tensor, u: torch.Tensor, w: torch.Tensor | None, reverse: bool):
+    """a, w: (B, n, C), u: (B, n, C, D) -> zero-state scan of every block, (B, n, C, D)."""
+    y = torch.empty_like(u)
+    prev = torch.zeros_like(u[:, :, 0])
+    C = u.shape[2]
+    for t in range(C - 1, -1, -1) if reverse else range(C):
+        ut = u[:, :, t] if w is None else w[:, :, t, None] * u[:, :, t]
+        prev = torch.addcmul(ut, a[:, :, t, None], prev)
+        y[:, :, t] = prev
+    return y
 
 
 def _segsum(v: torch.Tensor, strict: torch.Tensor) -> torch.Tensor:
@@ -44,75 +73,101 @@ def _segsum(v: torch.Tensor, strict: torch.Tensor) -> torch.Tensor:
     return torch.where(strict, rep, 0.0).cumsum(dim=-2)
 
 
+def _blocks_matmul(a: torch.Tensor, u: torch.Tensor, w: torch.Tensor | None, reverse: bool):
+    B, n, C, D = u.shape
+    if reverse:  # build the forward decay matrix of the flipped block, then flip it back
+        a = a.flip(-1)
+    loga = torch.log(a.abs())  # a == 0 -> -inf, used in sums only
+    strict = torch.ones(C, C, dtype=torch.bool, device=a.device).tril(-1)
+    lower = torch.ones(C, C, dtype=torch.bool, device=a.device).tril()
+    decay = torch.where(lower, _segsum(loga, strict).exp(), 0.0)  # L[t, s]
+    neg = a < 0  # only for P > 1 (e.g. gradcheck's nudges): track the sign separately
+    if neg.any():
+        decay = decay * (1 - 2 * (_segsum(neg.to(a.dtype), strict) % 2))
+    if reverse:
+        decay = decay.flip(-1, -2)
+    if w is not None:
+        decay = decay * w.unsqueeze(-2)  # folds w into the small matrix, not a pass over u
+    return torch.bmm(decay.view(B * n, C, C), u.reshape(B * n, C, D)).view(B, n, C, D)
+
+
 def linear_scan(
-    a: torch.Tensor, u: torch.Tensor, block: int = 32, w: torch.Tensor | None = None
+    a: torch.Tensor,
+    u: torch.Tensor,
+    block: int | None = None,
+    w: torch.Tensor | None = None,
+    method: str = "loop",
+    reverse: bool = False,
 ) -> torch.Tensor:
-    """h_t = a_t * h_{t-1} + w_t * u_t with h_{-1} = 0; a, w: (B, M), u: (B, M, D). No autograd.
-    w (default 1) is folded into the small decay matrix instead of a pass over u."""
+    """h_t = a_t * h_{t-1} + w_t * u_t with h_{-1} = 0; a, w (default 1): (B, M), u: (B, M, D).
+    reverse=True runs h_t = a_t * h_{t+1} + w_t * u_t with h_M = 0 (no flipped copies).
+    No autograd (see `ema_chunked` for the differentiable EMA)."""
+    if method not in METHODS:
+        raise ValueError(f"linear_scan: method {method!r} is not one of {'|'.join(METHODS)}")
     B, M, D = u.shape
     if M == 0:
         return u.clone()
-    n = -(-M // block)
-    pad = n * block - M
+    C = block or default_block(M)
+    n = -(-M // C)
+    pad = n * C - M
     with torch.no_grad():
-        if pad:  # padding sits after every real position, so it cannot change a real output
-            a = F.pad(a, (0, pad), value=1.0)
-            u = F.pad(u, (0, 0, 0, pad))
-            w = None if w is None else F.pad(w, (0, pad))
-        a = a.reshape(B, n, block)
-        loga = torch.log(a.abs())  # a == 0 -> -inf, used in sums only
-        strict = torch.ones(block, block, dtype=torch.bool, device=a.device).tril(-1)
-        lower = torch.ones(block, block, dtype=torch.bool, device=a.device).tril()
-        decay = torch.where(lower, _segsum(loga, strict).exp(), 0.0)  # L[t, s]
-        prefix = loga.cumsum(-1).exp()  # prod_{r<=t} |a_r|: how much carried state survives
-        neg = a < 0  # only for P > 1 (e.g. gradcheck's nudges): track the sign separately
-        if neg.any():
-            negf = neg.to(a.dtype)
-            decay = decay * (1 - 2 * (_segsum(negf, strict) % 2))
-            prefix = prefix * (1 - 2 * (negf.cumsum(-1) % 2))
-        if w is not None:
-            decay = decay * w.reshape(B, n, 1, block)
-        # Within-block scan from a zero state: one batched (block x block) @ (block x D) matmul.
-        y = torch.bmm(decay.view(B * n, block, block), u.reshape(B * n, block, D))
-        y = y.view(B, n, block, D)
+        if pad:  # padding sits after every real position (in scan order): no real output changes
+            side = (pad, 0) if reverse else (0, pad)
+            a, u = F.pad(a, side, value=1.0), F.pad(u, (0, 0, *side))
+            w = None if w is None else F.pad(w, side)
+        a, u = a.reshape(B, n, C), u.reshape(B, n, C, D)
+        w = None if w is None else w.reshape(B, n, C)
+        y = (_blocks_loop if method == "loop" else _blocks_matmul)(a, u, w, reverse)
+        # prod of a from the block's entry to t: how much of the entering state survives
+        prefix = a.flip(-1).cumprod(-1).flip(-1) if reverse else a.cumprod(-1)
+        last = 0 if reverse else -1  # the block's last position in scan order
+        ends, keep = y[:, :, last], prefix[:, :, last]
         # State entering each block: n sequential steps on (B, D) vectors only.
-        ends, keep = y[:, :, -1], prefix[:, :, -1]
         carries = [torch.zeros(B, D, dtype=u.dtype, device=u.device)]
-        for j in range(n - 1):
-            carries.append(ends[:, j] + keep[:, j, None] * carries[-1])
+        for j in range(n - 1, 0, -1) if reverse else range(n - 1):
+            carries.append(torch.addcmul(ends[:, j], keep[:, j, None], carries[-1]))
+        if reverse:
+            carries.reverse()
         # y += prefix (x) carry, as one in-place rank-1 batched update
-        y.view(B * n, block, D).baddbmm_(
-            prefix.reshape(B * n, block, 1), torch.stack(carries, 1).view(B * n, 1, D)
+        y.view(B * n, C, D).baddbmm_(
+            prefix.reshape(B * n, C, 1), torch.stack(carries, 1).view(B * n, 1, D)
         )
-        y = y.view(B, n * block, D)
-        return y[:, :M] if pad else y
+        y = y.view(B, n * C, D)
+        return (y[:, pad:] if reverse else y[:, :M]) if pad else y
 
 
 class _EMAChunked(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, p: torch.Tensor, block: int) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, p: torch.Tensor, block: int | None, method: str):
         cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
         xc, pc = x.to(cdt), p.to(cdt)
-        h = linear_scan(1 - pc, xc, block, w=pc)
+        h = linear_scan(1 - pc, xc, block, w=pc, method=method)
         ctx.save_for_backward(xc, pc, h)
-        ctx.block, ctx.dtypes = block, (x.dtype, p.dtype)
+        ctx.opts, ctx.dtypes = (block, method), (x.dtype, p.dtype)
         return h.to(x.dtype)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g: torch.Tensor):
         xc, pc, h = ctx.saved_tensors
+        block, method = ctx.opts
         g = g.to(xc.dtype)
-        # Adjoint: gh_t = g_t + a_{t+1} gh_{t+1}, a forward scan over the reversed sequence.
+        # Adjoint: gh_t = g_t + a_{t+1} gh_{t+1}, the same scan run in reverse.
         a_next = F.pad(1 - pc[:, 1:], (0, 1), value=0.0)
-        gh = linear_scan(a_next.flip(1), g.flip(1), ctx.block).flip(1)
-        h_prev = F.pad(h[:, :-1], (0, 0, 1, 0))
+        gh = linear_scan(a_next, g, block, method=method, reverse=True)
         dx = pc.unsqueeze(-1) * gh
-        dp = (gh * (xc - h_prev)).sum(-1)
-        return dx.to(ctx.dtypes[0]), dp.to(ctx.dtypes[1]), None
+        # dP_t = gh_t . (z_t - h_{t-1}); einsum avoids materialising (B, M, D) products
+        dp = torch.einsum("bmd,bmd->bm", gh, xc)
+        dp[:, 1:] -= torch.einsum("bmd,bmd->bm", gh[:, 1:], h[:, :-1])
+        return dx.to(ctx.dtypes[0]), dp.to(ctx.dtypes[1]), None, None
 
 
-def ema_chunked(x: torch.Tensor, p: torch.Tensor, block: int = 32) -> torch.Tensor:
-    """Blocked-scan EMA, same semantics as `ema_reference`; differentiable in x and p."""
+def ema_chunked(
+    x: torch.Tensor, p: torch.Tensor, block: int | None = None, method: str = "loop"
+) -> torch.Tensor:
+    """Two-level blocked EMA, same semantics as `ema_reference`; differentiable in x and p.
+    block: positions per block (default ~sqrt(M)); method: "loop" | "matmul" (within blocks)."""
     _check(x, p)
-    return _EMAChunked.apply(x, p, block)
+    if method not in METHODS:
+        raise ValueError(f"ema_chunked: method {method!r} is not one of {'|'.join(METHODS)}")
+    return _EMAChunked.apply(x, p, block, method)

@@ -9,16 +9,12 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
 from hnetbench.config import ConfigError, DataConfig
 from hnetbench.data import corpus, list_domains, load_documents
 from hnetbench.data.commands import domain_stats
 from hnetbench.data.corpus import DataError, corpus_documents, split_of
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +34,9 @@ def test_domains_and_sizes():
 
 def test_corpus_files_match_sources_md():
     text = (corpus.CORPORA_DIR / "SOURCES.md").read_text(encoding="utf-8")
-    rows = re.findall(r"\| (\w+)\.jsonl\.xz \| (\d+) \| (\d+) \| (\d+) \| `([0-9a-f]{64})` \|", text)
+    rows = re.findall(
+        r"\| (\w+)\.jsonl\.xz \| (\d+) \| (\d+) \| (\d+) \| `([0-9a-f]{64})` \|", text
+    )
     assert sorted(r[0] for r in rows) == sorted(list_domains())
     for domain, n_docs, n_bytes, file_bytes, sha in rows:
         f = corpus.CORPORA_DIR / f"{domain}.jsonl.xz"
@@ -73,7 +71,7 @@ def test_splits_are_disjoint_deterministic_and_90_5_5():
         assert 0.85 < frac < 0.95, (domain, frac)
         assert load_documents(domain, "val") == parts["val"]  # stable across calls
     # the split is a function of the content only
-    assert split_of(b"abc") == split_of(bytes(b"abc"))
+    assert split_of(b"abc") == split_of(bytearray(b"abc"))
     counts = {s: 0 for s in ("train", "val", "test")}
     for i in range(20000):
         counts[split_of(str(i).encode())] += 1
@@ -118,16 +116,16 @@ def test_domain_stats_counts():
     assert row["val_bytes"] == sum(map(len, load_documents("code", "val")))
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
+def test_cli_stats_json_subprocess():
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run(
-        [sys.executable, "-m", "hnetbench", "data", *args],
-        capture_output=True, text=True, env=env, timeout=300,
+    r = subprocess.run(
+        [sys.executable, "-m", "hnetbench", "data", "stats", "--format", "json"]
+        + ["--domains", "dna", "code"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
-
-
-def test_cli_stats_json_and_errors():
-    r = _cli("stats", "--format", "json", "--domains", "dna", "code")
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
     assert [x["domain"] for x in rows] == ["dna", "code"]
@@ -136,12 +134,19 @@ def test_cli_stats_json_and_errors():
         assert x["train_bytes"] + x["val_bytes"] + x["test_bytes"] == x["bytes"]
         assert x["bpe_vocab_size"] == 2048
         assert 2.0 < x["bpe_bytes_per_token_val"] < 8.0  # BPE compresses real text and DNA
-    r = _cli("stats", "--no-bpe", "--domains", "zh")
-    assert r.returncode == 0 and "zh" in r.stdout.splitlines()[1]
-    assert "bpe_bytes_per_token_val" not in r.stdout
-    r = _cli("stats", "--domains", "klingon")
-    assert r.returncode == 2 and "invalid choice" in r.stderr
-    r = _cli()
-    assert r.returncode == 2 and "usage" in r.stderr
-    r = _cli("build", "--help")
-    assert r.returncode == 0 and "network" in r.stdout
+
+
+def test_cli_table_and_errors(capsys):
+    from hnetbench import cli
+
+    assert cli.main(["data", "stats", "--no-bpe", "--domains", "zh"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:3] == ["domain", "documents", "bytes"] and out[1].split()[0] == "zh"
+    assert "bpe_bytes_per_token_val" not in out[0]
+    with pytest.raises(SystemExit) as e:
+        cli.main(["data", "stats", "--domains", "klingon"])
+    assert e.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    assert cli.main(["data"]) == 2 and "usage" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        cli.main(["data", "build", "--help"])
+    assert e.value.code == 0 and "network access" in " ".join(capsys.readouterr().out.split())

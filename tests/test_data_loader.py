@@ -8,7 +8,6 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-
 from hnetbench.config import DataConfig
 from hnetbench.data import build_loader, get_tokenizer, load_documents
 from hnetbench.data.corpus import DataError
@@ -21,7 +20,9 @@ def _cache(tmp_path_factory, monkeypatch):
 
 
 def _cfg(domain="code", tokenizer="bytes", seq_len=256, batch_size=8, **kw) -> DataConfig:
-    return DataConfig(domain=domain, tokenizer=tokenizer, seq_len=seq_len, batch_size=batch_size, **kw)
+    return DataConfig(
+        domain=domain, tokenizer=tokenizer, seq_len=seq_len, batch_size=batch_size, **kw
+    )
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -155,7 +156,9 @@ def test_bpe_bytes_per_batch_match_byte_models_within_2_percent(domain):
     ratio = mean_bytes(bpe) / mean_bytes(byte)
     assert abs(ratio - 1) < 0.02, (domain, ratio, bpe.describe())
     # the val loader keeps the T chosen on the training split
-    assert build_loader(_cfg(domain, "bpe", seq_len=512), "val").seq_len_tokens == bpe.seq_len_tokens
+    assert (
+        build_loader(_cfg(domain, "bpe", seq_len=512), "val").seq_len_tokens == bpe.seq_len_tokens
+    )
 
 
 @pytest.mark.slow

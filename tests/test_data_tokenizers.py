@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
-
 from hnetbench.config import DataConfig
 from hnetbench.data import encode_document, get_tokenizer, list_domains, load_documents
 from hnetbench.data.corpus import DataError
@@ -35,6 +35,10 @@ def _cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HNETBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "hnb-cache"))
 
 
+def _code_sample() -> list[bytes]:
+    return load_documents("code", "train")[:40]
+
+
 def _samples(domain: str) -> list[bytes]:
     docs = load_documents(domain, "val")
     return docs[:3] + docs[-3:]
@@ -58,8 +62,7 @@ def test_byte_tokenizer_contract():
 
 @pytest.mark.parametrize("domain", ["en", "zh", "code", "dna"])
 def test_round_trip_every_tokenizer_every_domain(domain, tmp_path):
-    cfg = DataConfig(domain=domain, tokenizer="bpe", bpe_vocab_size=1024)
-    bpe = get_tokenizer(cfg)
+    bpe = get_tokenizer(DataConfig(domain=domain, tokenizer="bpe"))  # default vocab (cached)
     gpt2ish = TiktokenTokenizer(_small_ranks())
     for tok in (get_tokenizer(DataConfig(domain=domain)), bpe, gpt2ish):
         for doc in _samples(domain) + [t.encode() for t in TRICKY]:
@@ -68,33 +71,35 @@ def test_round_trip_every_tokenizer_every_domain(domain, tmp_path):
             assert tok.decode(ids) == doc
             assert b"".join(tok.token_bytes(i) for i in ids) == doc
             assert tok.encode(doc.decode("utf-8")) == ids  # str and bytes agree
-    assert bpe.vocab_size == 1024 and bpe.token_bytes(bpe.bos_id) == b""
+    assert bpe.vocab_size == 2048 and bpe.token_bytes(bpe.bos_id) == b""
     # a trained BPE really compresses its own domain
     assert bytes_per_token(bpe, load_documents(domain, "val")) > 2.0
 
 
 def test_bpe_is_deterministic_cached_and_keyed_by_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("HNETBENCH_CACHE", str(tmp_path))
-    cfg = DataConfig(domain="code", tokenizer="bpe", bpe_vocab_size=600)
+    src = tmp_path / "code.jsonl"  # a small real corpus keeps the training short
+    src.write_text("".join(json.dumps({"text": d.decode()}) + "\n" for d in _code_sample()))
+    cfg = DataConfig(source="files", path=str(src), tokenizer="bpe", bpe_vocab_size=600)
     a = get_tokenizer(cfg)
     files = sorted((tmp_path / "bpe").glob("*.json"))
     assert len(files) == 1 and not list((tmp_path / "bpe").glob(".*tmp*"))
     b = get_tokenizer(cfg)  # from the cache
     assert [a.token_bytes(i) for i in range(600)] == [b.token_bytes(i) for i in range(600)]
-    fresh = train_bpe(load_documents("code", "train")[:50], 600)
-    again = train_bpe(load_documents("code", "train")[:50], 600)
+    fresh = train_bpe(_code_sample(), 600)
+    again = train_bpe(_code_sample(), 600)
     assert fresh._tok.to_str() == again._tok.to_str()
-    get_tokenizer(DataConfig(domain="code", tokenizer="bpe", bpe_vocab_size=700))
+    get_tokenizer(DataConfig(**{**cfg.__dict__, "bpe_vocab_size": 700}))
     assert len(list((tmp_path / "bpe").glob("*.json"))) == 2
     files[0].write_text("{corrupt")  # a damaged cache entry is retrained, not fatal
     c = get_tokenizer(cfg)
     assert c.encode("import os\n") == a.encode("import os\n")
     with pytest.raises(DataError, match="data.bpe_vocab_size: expected >= 258"):
-        get_tokenizer(DataConfig(domain="code", tokenizer="bpe", bpe_vocab_size=100))
+        get_tokenizer(DataConfig(**{**cfg.__dict__, "bpe_vocab_size": 100}))
 
 
 def test_bpe_rejects_invalid_utf8_with_one_line_error():
-    tok = get_tokenizer(DataConfig(domain="zh", tokenizer="bpe", bpe_vocab_size=1024))
+    tok = get_tokenizer(DataConfig(domain="zh", tokenizer="bpe"))
     with pytest.raises(DataError, match=r"not UTF-8 text \(byte offset 3\)"):
         tok.encode(b"abc\xff")
 

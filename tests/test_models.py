@@ -57,7 +57,7 @@ def hnet2(**kw) -> ModelConfig:
 
 MODELS = {
     "m": lambda: iso("m2"),
-    "M": lambda: iso("M2"),
+    "M": lambda: iso("M2", mamba_ngroups=2),
     "t": lambda: iso("t2"),
     "T": lambda: iso("T2"),
     "mixed": lambda: iso("m1T1M1t1", attn_window=[5]),

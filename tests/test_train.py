@@ -7,8 +7,6 @@ import math
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from hnetbench import cli
 from hnetbench.config import ConfigError, load_saved, resolve
 from hnetbench.train import TrainingDiverged, load_checkpoint, train
@@ -16,6 +14,7 @@ from hnetbench.train.checkpoint import list_checkpoints
 from hnetbench.train.commands import resolve_run_config
 from hnetbench.train.plan import bytes_per_step, forward_flops_per_byte, plan_steps
 from hnetbench.train.schedule import lr_factor
+from safetensors.torch import load_file
 
 TINY = ["data.seq_len=64", "data.batch_size=4", "train.eval_batches=1", "train.log_every=1"]
 
@@ -149,6 +148,7 @@ def test_corrupt_checkpoint_is_a_one_line_error(tmp_path, capsys):
     victim.write_bytes(victim.read_bytes()[:100])
     argv = ["train", "hnet-1stage@cpu-tiny", *TINY, "train.steps=4", "train.ckpt_every=2",
             "train.eval_every=0", "--out", str(out)]
+    capsys.readouterr()
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(victim) in err[0] and "corrupt" in err[0]

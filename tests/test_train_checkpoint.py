@@ -7,10 +7,9 @@ import random
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from hnetbench.config import RunConfig
 from hnetbench.train import checkpoint as ck
+from safetensors.torch import load_file
 
 
 def _model_and_opt():

@@ -3,7 +3,6 @@
 import math
 
 import pytest
-
 from hnetbench.train.distributed import _first_slurm_host, env_world
 from hnetbench.train.schedule import lr_factor, phase_lengths
 

@@ -75,22 +75,27 @@ def all_reduce_sum(t: torch.Tensor, env: DistEnv) -> torch.Tensor:
     return t
 
 
-def all_reduce_grads(params: list[torch.nn.Parameter], env: DistEnv) -> None:
-    """Sum gradients over ranks in one flat buffer per dtype (each rank's objective is already
+def all_reduce_grads(params: list[torch.nn.Parameter], env: DistEnv,
+                     bucket_numel: int = 1 << 24) -> None:
+    """Sum gradients over ranks in flat buckets per dtype (each rank's objective is already
     scaled by its share of the global batch, so a sum gives the global gradient).
 
     Done by hand after the last micro-batch rather than with the DDP wrapper: it is exact for any
     model (parameters a forward pass leaves unused get zero gradients instead of a DDP error),
-    needs no `no_sync` bookkeeping for accumulation, and leaves torch.compile's graph alone.
+    needs no `no_sync` bookkeeping for accumulation, and leaves torch.compile's graph alone. The
+    price is no overlap of communication with the backward pass.
     """
     if not env.enabled:
         return
-    by_dtype: dict[torch.dtype, list[torch.nn.Parameter]] = {}
+    buckets: dict[torch.dtype, list[list[torch.nn.Parameter]]] = {}
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-        by_dtype.setdefault(p.grad.dtype, []).append(p)
-    for group in by_dtype.values():
+        groups = buckets.setdefault(p.grad.dtype, [[]])
+        if groups[-1] and sum(q.numel() for q in groups[-1]) + p.numel() > bucket_numel:
+            groups.append([])
+        groups[-1].append(p)
+    for group in (g for groups in buckets.values() for g in groups):
         flat = torch.cat([p.grad.reshape(-1) for p in group])
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
         offset = 0

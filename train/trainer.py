@@ -180,8 +180,6 @@ class Trainer:
         from hnetbench.models import build_model
 
         tc = self.tc
-        if self.device.type == "cpu" and self.amp is None:
-            torch.set_float32_matmul_precision("highest")
         seed_everything(tc.seed)
         self.model = build_model(self.cfg.model).to(self.device)
         broadcast_params(self.model, self.env)

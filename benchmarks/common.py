@@ -1,0 +1,95 @@
+"""Shared helpers for the benchmarks: timing, the machine's fp32 matmul peak, output files.
+
+Benchmarks are not tests: they print a table and write JSON. Quote ratios measured in one run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_fn(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, device: str = "cpu") -> float:
+    """Median wall seconds of `fn()` over `repeats` calls after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def matmul_peak_flops(n: int = 1024, device: str = "cpu", dtype=torch.float32) -> float:
+    """Measured dense matmul FLOP/s of this machine (the MFU denominator, same run)."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    sec = time_fn(lambda: a @ b, repeats=5, warmup=2, device=device)
+    return 2 * n**3 / sec
+
+
+def write_json(path: str | os.PathLike | None, payload: dict) -> None:
+    if not path:
+        return
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, p)
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    def fmt(v: object) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    widths = [max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) for c in columns]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for r in rows:
+        print("  ".join(fmt(r.get(c, "")).ljust(w) for c, w in zip(columns, widths)))
+
+
+def text_bytes(n: int, domain: str = "en") -> bytes:
+    """n bytes of real training text (routing speed depends on content, so no random bytes)."""
+    from hnetbench.data import load_documents
+
+    out = bytearray()
+    for doc in load_documents(domain, "train"):
+        out += doc
+        if len(out) >= n:
+            break
+    while len(out) < n:
+        out += out
+    return bytes(out[:n])
