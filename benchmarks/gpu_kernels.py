@@ -4,9 +4,10 @@ paths, forward and forward+backward. Prints a table and writes JSON (atomically)
     python3 benchmarks/gpu_kernels.py [OUT.json] [--quick]
 
 Parity is measured against the float64 sequential loop `ema_reference` (the ground truth) and
-`cosine_probs_reference`. Speed compares Triton with the blocked torch scan `ema_chunked` (what
-runs without Triton; "torch" = its loop variant, "mm" = its matmul variant) and the loop. `--smoke` runs tiny shapes and also works on CPU under
-TRITON_INTERPRET=1, only to check that this script itself runs.
+`cosine_probs_reference`; errors are max |err| / max |ref|, "g1"/"g2" the gradients of the two
+inputs. Speed compares Triton with the blocked torch scan `ema_chunked` (what runs without
+Triton; "torch" = its loop variant, "mm" = its matmul variant) and with the loop. `--smoke`
+runs tiny shapes and also works on CPU under TRITON_INTERPRET=1, only to check this script.
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ def bench_ema(shapes, dtypes, tiles, device, reps: int, loop_max_m: int) -> list
                 partial(run_grad, ema_chunked, (x, p), g), device, reps=reps
             )
             mm = partial(ema_chunked, method="matmul")  # the within-block matmul variant
-            row["torch_matmul_fwdbwd_ms"] = timeit(partial(run_grad, mm, (x, p), g), device, reps=reps)
+            mm_fb = partial(run_grad, mm, (x, p), g)
+            row["torch_matmul_fwdbwd_ms"] = timeit(mm_fb, device, reps=reps)
             if M <= loop_max_m:
                 row["loop_fwd_ms"] = timeit(partial(ema_reference, x, p), device, 1, 3)
             # bytes moved by the forward: read x and p, write h (float32)

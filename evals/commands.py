@@ -152,7 +152,7 @@ def _bpb(args: argparse.Namespace) -> int:
     update: dict[str, Any] = {"bpb": {key: res["bpb"]}}
     if domain == "dna":
         update["ppl_per_bp"] = {key: res["ppl"]}
-    if res.get("bytes_per_chunk"):
+    if res.get("bytes_per_chunk") and domain == run_cfg.data.domain:  # the run's own domain
         update["bytes_per_chunk"] = res["bytes_per_chunk"]
     _save(args, update)
     return 0

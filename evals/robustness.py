@@ -104,6 +104,10 @@ def run_robustness(
     return out
 
 
+HEADERS = {"clean": "Clean", "antspeak": "AntSpeak", "drop": "Drop", "randomcase": "RandomCase",
+           "repeat": "Repeat", "uppercase": "UpperCase", "avg": "Avg", "score": "Score"}
+
+
 def _fmt(v: Any) -> str:
     return "undefined" if v is None else f"{100 * v:.1f}"
 
@@ -115,7 +119,7 @@ def table(results: dict[str, dict[str, Any]], perturbations=PERTURBATIONS,
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
-    md = ["| " + " | ".join(c if c in ("model", "task") else c.capitalize() for c in cols) + " |",
+    md = ["| " + " | ".join(HEADERS.get(c, c) for c in cols) + " |",
           "|" + "---|" * len(cols)]
     for task, row in results.items():
         vals = [row.get(c) for c in ["clean", *perturbations, "avg"]]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from hnetbench.kernels.ema import _check
 
 
 @triton.jit
@@ -135,4 +136,5 @@ def ema_triton(
 ) -> torch.Tensor:
     """Same semantics as `ema.ema_reference`; x (B, M, D), p (B, M) on a CUDA device
     (or CPU under TRITON_INTERPRET=1). block_m / block_d (powers of 2) override the tiling."""
+    _check(x, p)
     return EMATriton.apply(x, p, block_m, block_d)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from hnetbench.kernels.routing import _check
 
 EPS = 1e-6
 
@@ -139,4 +140,5 @@ def cosine_probs_triton(
     q: torch.Tensor, k: torch.Tensor, doc_start: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """q, k: (B, L, D); doc_start: (B, L) bool or None -> (p (B, L), boundaries p > 0.5)."""
+    _check(q, k, doc_start)
     return CosineProbsTriton.apply(q, k, doc_start)

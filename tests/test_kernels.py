@@ -67,6 +67,8 @@ def test_shape_error_is_one_line() -> None:
         ema_chunked(torch.zeros(2, 3, 4), torch.zeros(2, 4))
     with pytest.raises(ValueError, match=r"method 'fft' is not one of loop\|matmul"):
         ema_chunked(torch.zeros(2, 3, 4), torch.zeros(2, 3), method="fft")
+    with pytest.raises(ValueError, match=r"cosine_probs: expected q, k \(B, L, D\)"):
+        cosine_probs(torch.zeros(2, 3, 4), torch.zeros(2, 3, 5))
 
 
 def test_document_reset_isolates_documents() -> None:

@@ -300,3 +300,10 @@ def test_bad_widths_and_lengths() -> None:
     with pytest.raises(ValueError, match="exceeds model.max_seq_len 16") as e:
         model(torch.zeros(1, 17, dtype=torch.long))
     assert "\n" not in str(e.value)
+
+
+def test_count_parameters_matches_a_real_build() -> None:
+    from hnetbench.models import count_parameters
+
+    for c in (hnet2(), iso("m1T1")):
+        assert count_parameters(c) == sum(p.numel() for p in build_model(c).parameters())
