@@ -49,7 +49,7 @@ class ModelConfig:
     layout: Any = field(default_factory=lambda: ["m2", ["T2"], "m2"])
     d_model: list[int] = field(default_factory=lambda: [128, 192])  # one per stage
     d_intermediate: list[int] = field(default_factory=lambda: [0, 384])  # 0 = no MLP
-    vocab_size: int = 256
+    vocab_size: int = 257  # the byte tokenizer: 256 bytes + BOS
     tie_embeddings: bool = False  # share input embedding and LM head (GPT-2 style BPE baseline)
     max_seq_len: int = 65536  # longest sequence (in model tokens) the model accepts
     # attention (per stage lists; a single value broadcasts)

@@ -156,9 +156,10 @@ class _EMAChunked(torch.autograd.Function):
         a_next = F.pad(1 - pc[:, 1:], (0, 1), value=0.0)
         gh = linear_scan(a_next, g, block, method=method, reverse=True)
         dx = pc.unsqueeze(-1) * gh
-        # dP_t = gh_t . (z_t - h_{t-1}); einsum avoids materialising (B, M, D) products
+        # dP_t = gh_t . (z_t - h_{t-1}) (einsum on the contiguous pair; on the shifted views
+        # einsum would copy both, so a plain product is cheaper there)
         dp = torch.einsum("bmd,bmd->bm", gh, xc)
-        dp[:, 1:] -= torch.einsum("bmd,bmd->bm", gh[:, 1:], h[:, :-1])
+        dp[:, 1:] -= (gh[:, 1:] * h[:, :-1]).sum(-1)
         return dx.to(ctx.dtypes[0]), dp.to(ctx.dtypes[1]), None, None
 
 
