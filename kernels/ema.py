@@ -57,8 +57,8 @@ def default_block(M: int) -> int:
 
 def _blocks_loop(a: torch.Tensor, u: torch.Tensor, w: torch.Tensor | None, reverse: bool):
     """a, w: (B, n, C), u: (B, n, C, D) -> zero-state scan of every block, (B, n, C, D)."""
-    y = torch.empty_like(u)
-    prev = torch.zeros_like(u[:, :, 0])
+    y = u.new_empty(u.shape)  # contiguous whatever u's layout: the caller views it
+    prev = u.new_zeros(u.shape[0], u.shape[1], u.shape[3])
     C = u.shape[2]
     for t in range(C - 1, -1, -1) if reverse else range(C):
         ut = u[:, :, t] if w is None else w[:, :, t, None] * u[:, :, t]

@@ -62,6 +62,20 @@ def test_chunked_keeps_dtype_and_handles_empty() -> None:
     assert ema_reference(empty, torch.zeros(2, 0)).shape == (2, 0, 4)
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_chunked_non_contiguous_inputs(method: str) -> None:
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(2, 5, 64, generator=gen, dtype=torch.float64).transpose(1, 2)  # (2, 64, 5)
+    p = torch.rand(2, 128, generator=gen, dtype=torch.float64)[:, ::2]
+    torch.testing.assert_close(ema_chunked(x, p, method=method), ema_reference(x, p))
+    g = torch.randn(2, 5, 64, generator=gen, dtype=torch.float64).transpose(1, 2)
+    xs, ps = x.clone().requires_grad_(True), p.clone().requires_grad_(True)
+    ref = torch.autograd.grad(ema_reference(xs, ps), (xs, ps), g)
+    got = torch.autograd.grad(ema_chunked(xs, ps, method=method), (xs, ps), g)
+    for r, c in zip(ref, got):
+        torch.testing.assert_close(c, r)
+
+
 def test_shape_error_is_one_line() -> None:
     with pytest.raises(ValueError, match=r"expected x \(B, M, D\) and p \(B, M\)"):
         ema_chunked(torch.zeros(2, 3, 4), torch.zeros(2, 4))
