@@ -71,6 +71,12 @@ def test_run_directory_metrics_and_reload(tmp_path):
 
     # a finished run is not redone
     assert train(run_cfg, out) == summary
+    # killed after the final checkpoint, before summary.json: only the final eval is redone
+    (out / "summary.json").unlink()
+    again = train(run_cfg, out)
+    assert again["status"] == "completed" and again["steps"] == 6
+    assert again["final_val_bpb"] == summary["final_val_bpb"]
+    assert [r["step"] for r in metrics(out)] == [1, 2, 3, 3, 4, 5, 6, 6]  # nothing logged twice
 
 
 def test_grad_accum_equals_one_big_batch(tmp_path):

@@ -1,8 +1,11 @@
-"""LR schedules: exact shape of WSD (warmup, stable, 1-sqrt decay to 0), cosine, constant."""
+"""Pure helpers: LR schedules (exact WSD shape: warmup, stable, 1-sqrt decay to 0; cosine;
+constant), distributed environment parsing, and the peak FLOP/s used for MFU."""
 
 import math
 
 import pytest
+import torch
+from hnetbench.train import perf
 from hnetbench.train.distributed import _first_slurm_host, env_world
 from hnetbench.train.schedule import lr_factor, phase_lengths
 
@@ -52,3 +55,25 @@ def test_env_world(monkeypatch):
     assert env_world() == (1, 2, 0)  # torchrun wins over Slurm
     assert _first_slurm_host("gpu[03-05,07],cpu1") == "gpu03"
     assert _first_slurm_host("node7") == "node7"
+
+
+def test_peak_flops_cached_and_table(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    calls = []
+    real = perf.measure_cpu_peak
+
+    def quick():
+        calls.append(1)
+        return real(n=128, seconds=0.05)
+
+    monkeypatch.setattr(perf, "measure_cpu_peak", quick)
+    first = perf.peak_flops(torch.device("cpu"), low_precision=False)
+    assert first > 1e8 and calls == [1]  # any real CPU does > 0.1 GFLOP/s
+    assert perf.peak_flops(torch.device("cpu"), low_precision=False) == first and calls == [1]
+    assert (tmp_path / "hnetbench" / "peak_flops.json").is_file()
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "NVIDIA H100 80GB HBM3")
+    assert perf.peak_flops(torch.device("cuda", 0), low_precision=True) == 989e12
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "NVIDIA H100 PCIe")
+    assert perf.peak_flops(torch.device("cuda", 0), low_precision=True) == 756e12
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "Mystery GPU")
+    assert perf.peak_flops(torch.device("cuda", 0), low_precision=True) is None

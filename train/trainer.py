@@ -11,7 +11,7 @@ where N counts the scored targets of the whole optimizer step (known to every ra
 grad_accum and W the world size, and gradients are summed over ranks. The AR part is therefore
 exactly the mean over all scored targets of the step, whatever the sharding; the ratio loss
 (a product of batch means inside each forward) is averaged over shards, as any data-parallel
-implementation does.
+implementation does. Router statistics (`stage{s}/...` in metrics.jsonl) are rank 0's.
 """
 
 from __future__ import annotations
@@ -343,26 +343,27 @@ class Trainer:
                 val_bpb = self._eval(progress)
             if (tc.ckpt_every > 0 and self.step % tc.ckpt_every == 0) or last:
                 self._save()
+        if self.step == self.total_steps and val_bpb is None:
+            # resumed from the final checkpoint (its val line is already logged): no step ran
+            val_bpb = self._eval(progress, log=False)
         progress.close()
         if self.metrics is not None:
             self.metrics.close()
         if self.step < self.total_steps:
             barrier(self.env)
             return self._summary("stopped", None)
-        if val_bpb is None:  # resumed from the final checkpoint before the summary was written
-            val_bpb = self._eval(progress)
         summary = self._summary("completed", val_bpb)
         if main:
             self._write_summary(summary)
         barrier(self.env)
         return summary
 
-    def _eval(self, progress: Progress) -> float | None:
+    def _eval(self, progress: Progress, log: bool = True) -> float | None:
         if self.val_loader is None:
             return None
         val_bpb = evaluate(self.model, self.val_loader, self.tc.eval_batches, self.env,
                            self.device, self.amp)
-        if self.env.is_main and val_bpb is not None:
+        if self.env.is_main and val_bpb is not None and log:
             self.metrics.write({"step": self.step, "split": "val", "val_bpb": val_bpb,
                                 "bytes_seen": self.bytes_seen})
             progress.note(f"step {self.step} val_bpb {val_bpb:.4f}")
