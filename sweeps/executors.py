@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,6 +43,19 @@ def get_executor(name: str) -> ExecutorFn:
     return EXECUTORS[name]
 
 
+def check_available(name: str) -> None:
+    """One-line error before anything is written when an executor cannot work here."""
+    if name in ("slurm", "submitit-local"):
+        try:
+            import submitit  # noqa: F401
+        except ImportError:
+            raise ConfigError(f"--executor {name}: submitit is not installed "
+                              "(pip install 'hnetbench[slurm]')") from None
+    if name == "slurm" and not (shutil.which("sbatch") and shutil.which("srun")):
+        raise ConfigError("--executor slurm: sbatch/srun not found on PATH "
+                          "(run the sweep from a Slurm login node)")
+
+
 def record_jobs(sweep_dir: Path, entries: dict[str, dict[str, Any]]) -> None:
     """Merge job records into jobs.json under an flock (two runners may submit at once)."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -54,7 +68,13 @@ def record_jobs(sweep_dir: Path, entries: dict[str, dict[str, Any]]) -> None:
         fcntl.flock(g, fcntl.LOCK_UN)
 
 
-_OUTCOME = {0: "completed", 1: "failed", 75: "locked", 130: "cancelled"}
+def cancelled_since(rd: Path, t0: str) -> bool:
+    """True when `sweep cancel` marked the run after this runner started (so don't start it)."""
+    st = read_json(rd / "status.json") or {}
+    return st.get("state") == "cancelled" and str(st.get("finished") or "") >= t0
+
+
+_OUTCOME = {0: "completed", 1: "failed", 3: "already completed", 75: "locked", 130: "cancelled"}
 
 
 def _die_with_parent() -> None:
@@ -71,9 +91,13 @@ def run_local(spec: SweepSpec, sweep_dir: Path, run_dirs: list[Path], max_parall
     todo = list(run_dirs)
     running: dict[str, subprocess.Popen] = {}
     out: dict[str, str] = {}
+    t0 = now()
     while todo or running:
         while todo and len(running) < max(1, max_parallel):
             rd = todo.pop(0)
+            if cancelled_since(rd, t0):
+                out[str(rd)] = "cancelled"
+                continue
             with open(rd / "job.log", "ab") as f:
                 running[str(rd)] = subprocess.Popen(
                     [sys.executable, "-m", "hnetbench.sweeps.job", str(rd)],
@@ -91,10 +115,9 @@ def run_local(spec: SweepSpec, sweep_dir: Path, run_dirs: list[Path], max_parall
 
 
 def _submitit_executor(spec: SweepSpec, sweep_dir: Path, cluster: str, max_parallel: int) -> Any:
-    try:
-        import submitit
-    except ImportError:
-        raise ConfigError("--executor: submitit is not installed (pip install submitit)") from None
+    import submitit
+
+    check_available("slurm" if cluster == "slurm" else "submitit-local")
     s = spec.slurm
     ex = submitit.AutoExecutor(folder=str(sweep_dir / "submitit"), cluster=cluster,
                                **({"slurm_max_num_timeout": s.max_requeue}
@@ -125,9 +148,13 @@ def run_submitit_local(spec: SweepSpec, sweep_dir: Path, run_dirs: list[Path], m
     todo = list(run_dirs)
     running: dict[str, Any] = {}
     out: dict[str, str] = {}
+    t0 = now()
     while todo or running:
         while todo and len(running) < max(1, max_parallel):
             rd = todo.pop(0)
+            if cancelled_since(rd, t0):
+                out[str(rd)] = "cancelled"
+                continue
             job = ex.submit(SweepJob(), str(rd))
             running[str(rd)] = job
             record_jobs(sweep_dir, {rd.name: {"executor": "submitit-local", "job_id": job.job_id,

@@ -26,7 +26,7 @@ from hnetbench.sweeps.state import (
     write_json,
 )
 
-EXIT_OK, EXIT_FAILED, EXIT_LOCKED, EXIT_CANCELLED = 0, 1, 75, 130
+EXIT_OK, EXIT_FAILED, EXIT_ALREADY, EXIT_LOCKED, EXIT_CANCELLED = 0, 1, 3, 75, 130
 
 
 class Cancelled(BaseException):
@@ -50,7 +50,7 @@ def run_job(run_dir: str | Path) -> dict[str, Any]:
         return {"run_dir": str(run_dir), "state": "locked", "owner": lock.owner()}
     try:
         if is_completed(run_dir):
-            return {"run_dir": str(run_dir), "state": "completed", "skipped": True}
+            return {"run_dir": str(run_dir), "state": "already completed"}
         return _run_locked(run_dir)
     finally:
         lock.release()
@@ -60,11 +60,12 @@ def _run_locked(run_dir: Path) -> dict[str, Any]:
     from hnetbench.config import load_saved
 
     job = read_json(run_dir / "job.json") or {}
-    update_status(
+    st = update_status(
         run_dir, state="running", error=None, started=now(), finished=None,
         attempts=int(read_status(run_dir)["attempts"]) + 1,
         host=socket.gethostname(), pid=os.getpid(), job_id=_job_id(),
     )
+    print(f"[sweep job] {run_dir.name} attempt {st['attempts']} pid {os.getpid()}", flush=True)
     t0 = time.time()
     try:
         cfg = load_saved(run_dir / "config.yaml")
@@ -99,41 +100,35 @@ def _job_id() -> str | None:
 
 
 def run_evals(run_dir: Path, spec: dict[str, Any]) -> dict[str, str]:
-    """Run the evals the spec asks for; each records ok / unavailable / error without raising."""
+    """Run the evals the spec asks for through `hnetbench eval` (which merges eval.json); each
+    records ok / unavailable / error in status.json without stopping the others."""
+    ck = ["--checkpoint", str(run_dir)]
+    limit = ["--limit", str(spec["limit"])] if spec.get("limit") else []
     steps = []
     if spec.get("bpb", True):
-        steps.append(("bpb", _eval_bpb))
+        for split in spec.get("splits") or ["val"]:
+            steps.append((f"bpb/{split}", ["bpb", *ck, "--split", split]))
     if spec.get("tasks"):
-        steps.append(("tasks", _eval_tasks))
+        steps.append(("tasks", ["lm", *ck, "--tasks", ",".join(spec["tasks"]), *limit]))
     if spec.get("robustness"):
-        steps.append(("robustness", _eval_robustness))
+        tasks = ",".join(spec.get("tasks") or ["hellaswag"])
+        steps.append(("robustness", ["robustness", *ck, "--tasks", tasks, *limit]))
     outcome: dict[str, str] = {}
-    for name, fn in steps:
+    for name, argv in steps:
         try:
-            part = fn(run_dir, spec)
+            import argparse
+
+            from hnetbench.evals import commands  # late import: evals are an optional room
+
+            parser = argparse.ArgumentParser(prog="hnetbench eval")
+            commands.add_arguments(parser)
+            rc = commands.main(parser.parse_args(argv))
+            outcome[name] = "ok" if rc == 0 else f"error: exit status {rc}"
         except ModuleNotFoundError as e:
             outcome[name] = f"unavailable: {_one_line(e)}"
-            continue
         except Exception as e:  # noqa: BLE001 - one broken eval must not lose the others
             outcome[name] = f"error: {_one_line(e)}"
-            continue
-        ev = read_json(run_dir / "eval.json") or {}
-        ev[name] = {**(ev.get(name) or {}), **part}
-        write_json(run_dir / "eval.json", ev)
-        outcome[name] = "ok"
     return outcome
-
-
-def _eval_bpb(run_dir: Path, spec: dict[str, Any]) -> dict[str, float]:
-    raise ModuleNotFoundError("bpb eval wiring pending", name="hnetbench.evals.bpb")
-
-
-def _eval_tasks(run_dir: Path, spec: dict[str, Any]) -> dict[str, Any]:
-    raise ModuleNotFoundError("lm-eval wiring pending", name="hnetbench.evals.lm")
-
-
-def _eval_robustness(run_dir: Path, spec: dict[str, Any]) -> dict[str, Any]:
-    raise ModuleNotFoundError("robustness wiring pending", name="hnetbench.evals.robustness")
 
 
 # ----------------------------------------------------------------------------- submitit
@@ -154,6 +149,8 @@ class SweepJob(_Checkpointable):
     def __call__(self, run_dir: str) -> dict[str, Any]:
         rank = _setup_distributed()
         if rank > 0:  # only rank 0 owns the run directory's lock and status
+            if is_completed(Path(run_dir)):
+                return {"run_dir": run_dir, "state": "already completed", "rank": rank}
             from hnetbench.config import load_saved
             from hnetbench.train import train
 
@@ -188,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     signal.signal(signal.SIGTERM, _raise_cancelled)
     result = run_job(argv[0])
-    return {"completed": EXIT_OK, "locked": EXIT_LOCKED,
+    return {"completed": EXIT_OK, "already completed": EXIT_ALREADY, "locked": EXIT_LOCKED,
             "cancelled": EXIT_CANCELLED}.get(result["state"], EXIT_FAILED)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hnetbench.config import RunConfig, atomic_write_text, save_config, to_dict
-from hnetbench.sweeps.executors import WAITS, cancel_jobs, get_executor
+from hnetbench.sweeps.executors import WAITS, cancel_jobs, check_available, get_executor
 from hnetbench.sweeps.spec import (
     PlannedRun,
     SweepSpec,
@@ -133,7 +133,9 @@ def format_plan(spec: SweepSpec, rows: list[dict[str, Any]], executor: str) -> s
         m = r["match"]
         note = ""
         if m and not m.get("is_reference") and m.get("target_flops_per_byte"):
-            note = f"  [matched to {m['reference']}: target {_fmt_num(m['target_flops_per_byte'])}]"
+            a, b = m.get("main_depth") or ("?", "?")
+            note = (f"  [matched to {m['reference']}: target "
+                    f"{_fmt_num(m['target_flops_per_byte'])}, main depth {a}->{b}]")
         elif m and m.get("is_reference"):
             note = "  [reference]"
         lines.append(f"{r['run_id']:12s}  {_fmt_num(r['params']):>7s}  "
@@ -175,6 +177,7 @@ def run_sweep(spec_path: str | Path, executor: str = "local", max_parallel: int 
     if dry_run:
         log(format_plan(spec, rows, executor))
         return 0
+    check_available(executor)
     sweep_dir = Path(results) / spec.name
     write_plan(spec, runs, rows, sweep_dir)
     todo, skipped = [], {"completed": 0, "failed": 0, "running elsewhere": 0}

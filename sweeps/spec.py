@@ -304,7 +304,10 @@ def _match(spec: SweepSpec, runs: list[PlannedRun]) -> None:
         for run in members:
             if family_scale(run.cfg)[0] == m.reference:
                 continue
-            info = _compute_match(ref.cfg, run.cfg, m)
+            try:
+                info = _compute_match(ref.cfg, run.cfg, m)
+            except ConfigError as e:
+                raise ConfigError(f"{spec.path}: match: run {run.label}: {e}") from None
             run.cfg = dataclasses.replace(run.cfg, model=info.pop("model_cfg"))
             run.match = {"reference": ref.label, **info}
             target = info.get("target_flops_per_byte", target)

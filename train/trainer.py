@@ -195,6 +195,11 @@ class Trainer:
         self.opt = torch.optim.AdamW(groups, **kwargs)
         self.fwd = torch.compile(self.model) if tc.compile else self.model
         self.loader = build_loader(self.dc, "train", tc.seed)
+        n_ids = self.loader.tokenizer.vocab_size
+        if self.cfg.model.vocab_size < n_ids:  # an id past the embedding would crash deep in torch
+            raise ConfigError(
+                f"model.vocab_size {self.cfg.model.vocab_size} is smaller than the "
+                f"{self.loader.tokenizer.name} tokenizer's {n_ids} ids")
 
         self.val_loader = build_loader(self.dc, "val", tc.seed) if tc.eval_batches > 0 else None
         bytes_per_token = float(getattr(self.loader, "bytes_per_token", 1.0))
