@@ -189,13 +189,12 @@ def test_each_ablation_switch_changes_the_computation(name):
     base, other = _pair(ABLATIONS[name])
     la, ga = _run(base, ids)
     lb, gb = _run(other, ids)
+    # Every switch changes the forward pass. For `noste` the upsampled vectors are multiplied
+    # by the confidence c itself instead of STE(c) (value 1), see models/chunking.py.
+    assert (la - lb).abs().max() > 1e-4, name
     if name == "noste":
-        # STE's forward value is 1 (logits equal); only the gradient path through c changes
-        assert torch.allclose(la, lb, atol=1e-5)
-        common = [k for k in ga if k in gb and k.startswith("backbone.router")]
+        common = [k for k in ga if k in gb and "router" in k]
         assert common and any(not torch.allclose(ga[k], gb[k]) for k in common)
-    else:
-        assert (la - lb).abs().max() > 1e-4, name
 
 
 def test_preset_switches_reach_the_model():
@@ -208,7 +207,7 @@ def test_preset_switches_reach_the_model():
     model = build_model(cfg).eval()
     seen = {}
     model.backbone.inner.register_forward_hook(lambda m, a, o: seen.setdefault("z", o))
-    model.backbone.decoder.register_forward_pre_hook(lambda m, a: seen.setdefault("y", a[0]))
+    model.backbone.decoder.register_forward_pre_hook(lambda m, a: seen.update(y=a[0]))
     model.backbone.encoder.register_forward_hook(lambda m, a, o: seen.setdefault("h", o))
     ids = torch.tensor(list(TEXT))[None]
     with torch.no_grad():
