@@ -42,6 +42,7 @@ FAMILY_COLORS: dict[str, str] = {
 }
 _EXTRA = ["#e377c2", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#31a354"]
 STAGE_STYLES = ["-", "--", ":", "-."]
+MARKERS = ["o", "s", "^", "D", "v", "P"]
 BYTES_LABEL = "training data (bytes)"
 FLOPS_LABEL = "training compute (FLOPs)"
 BPB_LABEL = "validation BPB (bits/byte)"
@@ -99,16 +100,18 @@ def bpb_vs_bytes(runs: list[Run]) -> Figure | None:
     doms = _domains(runs)
     fig, axes = _panels(len(doms), "Validation BPB vs training data")
     for ax, dom in zip(axes, doms):
+        count: dict[str, int] = {}
         for r in (r for r in runs if r.domain == dom):
             pts = r.val_points()
+            k = count[r.family] = count.get(r.family, -1) + 1  # same family: vary the marker
             sns.lineplot(
                 x=[p[0] for p in pts],
                 y=[p[1] for p in pts],
                 ax=ax,
                 label=r.label,
                 color=family_color(r.family),
-                marker="o",
-                markersize=3,
+                marker=MARKERS[k % len(MARKERS)],
+                markersize=4,
                 estimator=None,
                 sort=False,
             )
@@ -287,17 +290,27 @@ def robustness(runs: list[Run]) -> Figure | None:
             continue
         order = ["clean"] + [lab for _, lab in perts]
         fam = {r.label: r.family for r, _, _ in entries}
-        palette = {k: family_color(v) for k, v in fam.items()}
-        sns.barplot(data=df, x="condition", y="accuracy", hue="run", palette=palette,
-                    order=[o for o in order if o in set(df["condition"])], errorbar=None,
-                    saturation=1.0, ax=ax)
+        labels = list(dict.fromkeys(df["run"]))
+        sns.barplot(
+            data=df,
+            x="condition",
+            y="accuracy",
+            hue="run",
+            hue_order=labels,
+            palette={k: family_color(fam[k]) for k in labels},
+            legend=False,
+            order=[o for o in order if o in set(df["condition"])],
+            errorbar=None,
+            saturation=1.0,
+            ax=ax,
+        )
         seen: set[str] = set()
-        for bars in ax.containers:  # same family twice: hatch the second so bars stay apart
-            family = fam.get(bars.get_label())
-            if family in seen:
+        for bars, label in zip(ax.containers, labels):
+            bars.set_label(label)  # the legend reads containers, so hatches show there too
+            if fam[label] in seen:  # same family twice: hatch the second so bars stay apart
                 for bar in bars:
                     bar.set_hatch("//")
-            seen.add(family)
+            seen.add(fam[label])
         ax.set(title=f"task: {task}", xlabel="perturbation", ylabel="accuracy (%)")
         ax.tick_params(axis="x", rotation=30)
     _legend(fig, axes)

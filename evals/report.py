@@ -122,18 +122,25 @@ class Run:
         v = self.summary_num("flops_seen")
         return v if v is not None else self.last_metric("flops_seen")
 
+    def eval_value(self, section: str, domain: str) -> float | None:
+        """eval.json[section]["<domain>/<split>"]: the configured split first, then test, val."""
+        table = self.eval.get(section) if isinstance(self.eval.get(section), dict) else {}
+        split = (self.config.get("eval") or {}).get("bpb_split", "val")
+        for key in (f"{domain}/{split}", f"{domain}/test", f"{domain}/val"):
+            if _num(table.get(key)) is not None:
+                return float(table[key])
+        for key, v in sorted(table.items()):
+            if key.split("/")[0] == domain and _num(v) is not None:
+                return float(v)
+        return None
+
     def bpb(self, domain: str | None = None) -> tuple[float | None, str | None]:
         """Held-out BPB of `domain` (default: the run's): eval.json, else the trainer's last
         validation value. Returns (value, note saying where a fallback came from)."""
         domain = domain or self.domain
-        table = self.eval.get("bpb") if isinstance(self.eval.get("bpb"), dict) else {}
-        split = (self.config.get("eval") or {}).get("bpb_split", "val")
-        for key in (f"{domain}/{split}", f"{domain}/test", f"{domain}/val"):
-            if _num(table.get(key)) is not None:
-                return float(table[key]), None
-        for key, v in sorted(table.items()):
-            if key.split("/")[0] == domain and _num(v) is not None:
-                return float(v), None
+        v = self.eval_value("bpb", domain)
+        if v is not None:
+            return v, None
         if domain != self.domain:
             return None, None
         v = self.summary_num("final_val_bpb")
@@ -580,11 +587,7 @@ def table2(runs: list[Run]) -> Table | None:
             elif len(vals) == len(pct_cols):
                 cells["Avg (%)"] = Cell(
                     sum(vals) / len(vals),
-                    (
-                        t.note(
-                            "paper rows: Avg recomputed from the paper's numbers, shown tasks"
-                        ),
-                    ),
+                    (t.note("paper rows: Avg recomputed from the paper's numbers, shown tasks"),),
                 )
         t.add(**cells)
 
@@ -716,11 +719,7 @@ def table3(runs: list[Run]) -> Table | None:
         elif vals and len(vals) == len(perts):
             cells["Avg (%)"] = Cell(
                 sum(vals) / len(vals),
-                (
-                    t.note(
-                        "paper rows: Avg recomputed from the paper's numbers, shown columns"
-                    ),
-                ),
+                (t.note("paper rows: Avg recomputed from the paper's numbers, shown columns"),),
             )
         t.add(**cells)
 
@@ -856,6 +855,11 @@ def table5(runs: list[Run]) -> Table | None:
     beside: list[str] = []
     for r in runs:
         bpb, note = r.bpb()
+        # eval.json's ppl_per_bp (from nats) when the evaluator wrote it, else from the BPB shown
+        ppl = r.eval_value("ppl_per_bp", r.domain)
+        if ppl is None or note is not None:
+            ppl = None if bpb is None else 2.0**bpb
+            ppl = _val(t, ppl, "no BPB to compute ppl from", ppl_note)
         t.add(
             source=Cell(MEASURED, _state_note(t, r)),
             model=family_label(r.family),
@@ -864,7 +868,7 @@ def table5(runs: list[Run]) -> Table | None:
             main=r.main_layout(),
             params=_val(t, r.summary_num("params"), "no summary.json params"),
             BPB=_val(t, bpb, "no BPB in eval.json or summary.json", note),
-            ppl=_val(t, None if bpb is None else 2.0**bpb, "no BPB to compute ppl from", ppl_note),
+            ppl=ppl,
         )
         keys = paper_rows(r)
         if paper_scale(r.scale) == "DNA":

@@ -60,14 +60,14 @@ def main(args: argparse.Namespace) -> int:
             return 0
         print(
             f"{'preset':<34} {'params':>9} {'tokenizer':>9} {'bytes/tok':>9} {'N_s':>11} "
-            f"{'seq_len':>7} {'GFLOPs/byte':>11}"
+            f"{'seq_len':>7} {'MFLOPs/byte':>11}"
         )
         for r in rows:
             comp = ",".join(f"{c:g}" for c in r["compression"]) or "-"
             print(
                 f"{r['preset']:<34} {r['params'] / 1e6:>8.2f}M {r['tokenizer']:>9} "
                 f"{r['bytes_per_token']:>9.2f} {comp:>11} {r['seq_len']:>7} "
-                f"{r['flops_per_byte'] / 1e9:>11.5f}"
+                f"{r['flops_per_byte'] / 1e6:>11.2f}"
             )
         return 0
     if cmd == "show":

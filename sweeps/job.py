@@ -99,20 +99,31 @@ def _job_id() -> str | None:
 # ----------------------------------------------------------------------------- evals
 
 
+def _task_names(run_dir: Path, tasks: list[str]) -> list[str]:
+    """Task names may say `{domain}` (e.g. hnb_cont_{domain}): filled from the run's config."""
+    if not any("{domain}" in t for t in tasks):
+        return list(tasks)
+    from hnetbench.config import load_saved
+
+    domain = load_saved(run_dir / "config.yaml").data.domain
+    return [t.replace("{domain}", domain) for t in tasks]
+
+
 def run_evals(run_dir: Path, spec: dict[str, Any]) -> dict[str, str]:
     """Run the evals the spec asks for through `hnetbench eval` (which merges eval.json); each
     records ok / unavailable / error in status.json without stopping the others."""
     ck = ["--checkpoint", str(run_dir)]
     limit = ["--limit", str(spec["limit"])] if spec.get("limit") else []
+    tasks = _task_names(run_dir, spec.get("tasks") or [])
     steps = []
     if spec.get("bpb", True):
         for split in spec.get("splits") or ["val"]:
             steps.append((f"bpb/{split}", ["bpb", *ck, "--split", split]))
-    if spec.get("tasks"):
-        steps.append(("tasks", ["lm", *ck, "--tasks", ",".join(spec["tasks"]), *limit]))
+    if tasks:
+        steps.append(("tasks", ["lm", *ck, "--tasks", ",".join(tasks), *limit]))
     if spec.get("robustness"):
-        tasks = ",".join(spec.get("tasks") or ["hellaswag"])
-        steps.append(("robustness", ["robustness", *ck, "--tasks", tasks, *limit]))
+        robust = ",".join(tasks or ["hellaswag"])
+        steps.append(("robustness", ["robustness", *ck, "--tasks", robust, *limit]))
     outcome: dict[str, str] = {}
     for name, argv in steps:
         try:

@@ -44,11 +44,17 @@ class AxesSpec:
 class MatchSpec:
     # Runs that agree on these keys form a group ("scale"/"family" come from the preset name).
     group_by: list[str] = field(default_factory=lambda: ["data.domain", "scale"])
-    reference: str = "transformer-bpe"  # preset family of the reference run in each group
+    # preset family of the reference run in each group; a list = the first one the group has
+    # (e.g. [transformer-bpe, transformer-dna] for a sweep over text and DNA)
+    reference: str | list[str] = "transformer-bpe"
     compute: bool = True  # size other models' main-network depth to the reference's FLOPs/byte
     data: bool = True  # require the same bytes per batch and training bytes as the reference
     width: bool = False  # also allow the main network's width to change (flops.match_depth)
     tolerance: float = 0.03  # relative FLOPs/byte error allowed
+    # family -> compression used for sizing (one number = bytes per innermost chunk, or a list
+    # per stage); families not listed use their ratio targets. The paper sized with the
+    # compression its models reached (Table 1 BPIC: 1-stage 4.8, 2-stage 7.0 at L scale).
+    compression: dict = field(default_factory=dict)
     # BPE bytes per token; None = measured on the embedded corpus, 4.6 for GPT-2 (paper)
     bytes_per_token: float | None = None
 
@@ -280,13 +286,17 @@ def _match(spec: SweepSpec, runs: list[PlannedRun]) -> None:
         groups.setdefault(tuple(_get(run.cfg, k) for k in m.group_by), []).append(run)
     for key, members in groups.items():
         gname = ",".join(f"{k}={v}" for k, v in zip(m.group_by, key))
-        refs = [r for r in members if family_scale(r.cfg)[0] == m.reference]
-        if not refs:
-            raise ConfigError(f"{spec.path}: match: group {gname} has no '{m.reference}' run")
+        wanted = [m.reference] if isinstance(m.reference, str) else list(m.reference)
+        present = {family_scale(r.cfg)[0] for r in members}
+        ref_family = next((f for f in wanted if f in present), None)
+        if ref_family is None:
+            raise ConfigError(
+                f"{spec.path}: match: group {gname} has no '{' or '.join(wanted)}' run")
+        refs = [r for r in members if family_scale(r.cfg)[0] == ref_family]
         ref = refs[0]
         if any(to_dict(r.cfg.model) != to_dict(ref.cfg.model) for r in refs[1:]):
             raise ConfigError(
-                f"{spec.path}: match: group {gname} has differing '{m.reference}' models;"
+                f"{spec.path}: match: group {gname} has differing '{ref_family}' models;"
                 " add the varied key to match.group_by"
             )
         if m.data:
@@ -302,7 +312,7 @@ def _match(spec: SweepSpec, runs: list[PlannedRun]) -> None:
             continue
         target = None
         for run in members:
-            if family_scale(run.cfg)[0] == m.reference:
+            if family_scale(run.cfg)[0] == ref_family:
                 continue
             try:
                 info = _compute_match(ref.cfg, run.cfg, m)
@@ -359,11 +369,13 @@ def _compute_match(ref: RunConfig, cfg: RunConfig, m: MatchSpec) -> dict[str, An
     ref_bpt = bytes_per_token(ref, m.bytes_per_token)
     bpt = bytes_per_token(cfg, m.bytes_per_token)
     seq = cfg.data.seq_len
-    model, err = match_depth(ref.model, cfg.model, ref_bpt, None, seq, bpt, m.width, m.tolerance)
+    comp = m.compression.get(family_scale(cfg)[0])
+    model, err = match_depth(ref.model, cfg.model, ref_bpt, comp, seq, bpt, m.width, m.tolerance)
     return {
         "model_cfg": model,
         "target_flops_per_byte": forward_flops_per_byte(ref, m.bytes_per_token),
-        "flops_per_byte": flops_per_byte(model, bpt, None, seq, False).forward_per_byte,
+        "flops_per_byte": flops_per_byte(model, bpt, comp, seq, False).forward_per_byte,
+        "compression": comp,
         "rel_error": round(err, 5),
         "ref_bytes_per_token": round(ref_bpt, 4),
         "main_depth": [main_depth(cfg.model), main_depth(model)],

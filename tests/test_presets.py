@@ -237,15 +237,16 @@ def test_spacelike_and_pool_boundaries_of_presets():
 def test_models_commands():
     run = lambda *a: subprocess.run([sys.executable, "-m", "hnetbench", *a],  # noqa: E731
                                     capture_output=True, text=True, timeout=300)
-    r = run("models", "list", "--scale", "paper-L", "--format", "json")
+    r = run("models", "list", "--scale", "paper-XL", "--format", "json")
     assert r.returncode == 0, r.stderr
     rows = {row["preset"]: row for row in json.loads(r.stdout)}
-    assert set(rows) == set(list_presets("paper-L"))
-    assert rows["hnet-1stage@paper-L"]["params"] == count_parameters(model_of("hnet-1stage@paper-L"))
-    assert rows["transformer-bpe@paper-L"]["flops_per_byte"] / 1e9 == pytest.approx(0.42, rel=0.02)
-    r = run("models", "list", "--scale", "cpu-tiny")
-    assert r.returncode == 0, r.stderr and "GFLOPs/byte" in r.stdout
-    assert "transformer-bpe@cpu-tiny" in r.stdout and "bpe" in r.stdout
+    assert set(rows) == set(list_presets("paper-XL"))
+    assert rows["hnet-1stage@paper-XL"]["params"] == count_parameters(model_of("hnet-1stage@paper-XL"))
+    assert rows["transformer-bpe@paper-XL"]["flops_per_byte"] / 1e9 == pytest.approx(0.69, rel=0.02)
+    assert rows["transformer-bpe@paper-XL"]["bytes_per_token"] == 4.6
+    r = run("models", "list", "--scale", "dna")
+    assert r.returncode == 0, r.stderr
+    assert "MFLOPs/byte" in r.stdout and "hnet-dna-mamba@dna" in r.stdout
     r = run("models", "show", "spacebyte@cpu-tiny", "--format", "json")
     assert r.returncode == 0, r.stderr
     shown = json.loads(r.stdout)

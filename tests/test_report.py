@@ -16,7 +16,6 @@ from pathlib import Path
 
 import matplotlib.colors
 import pytest
-
 from hnetbench.config import resolve, save_config
 from hnetbench.evals import figures as F
 from hnetbench.evals import report as R
@@ -24,15 +23,26 @@ from hnetbench.evals import report as R
 PAPER_MD = Path("/work/shared/docs/PAPER.md")
 
 
-def make_run(root: Path, run_id: str, preset: str, domain: str = "en", *, summary: dict | None = None,
-             metrics: list[dict] | None = None, eval_: dict | None = None, status: dict | None = None,
-             name: str | None = None) -> Path:
+def make_run(
+    root: Path,
+    run_id: str,
+    preset: str,
+    domain: str = "en",
+    *,
+    summary: dict | None = None,
+    metrics: list[dict] | None = None,
+    eval_: dict | None = None,
+    status: dict | None = None,
+    name: str | None = None,
+) -> Path:
     d = root / run_id
     d.mkdir(parents=True)
     cfg = resolve(base={"preset": preset, "name": name or run_id, "data": {"domain": domain}})
     save_config(cfg, d / "config.yaml")
     if summary is not None:
-        (d / "summary.json").write_text(json.dumps({"status": "completed", "domain": domain, **summary}))
+        (d / "summary.json").write_text(
+            json.dumps({"status": "completed", "domain": domain, **summary})
+        )
     if metrics is not None:
         (d / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
     if eval_ is not None:
@@ -41,12 +51,20 @@ def make_run(root: Path, run_id: str, preset: str, domain: str = "en", *, summar
     return d
 
 
-def curve(bpbs: list[float], step_bytes: float = 1e5, flops_per_byte: float = 1e6,
-          chunk: list[float] | None = None) -> list[dict]:
+def curve(
+    bpbs: list[float],
+    step_bytes: float = 1e5,
+    flops_per_byte: float = 1e6,
+    chunk: list[float] | None = None,
+) -> list[dict]:
     out = []
     for i, b in enumerate(bpbs, 1):
-        line = {"step": i * 10, "loss": b, "bytes_seen": i * step_bytes,
-                "flops_seen": 3 * flops_per_byte * i * step_bytes}
+        line = {
+            "step": i * 10,
+            "loss": b,
+            "bytes_seen": i * step_bytes,
+            "flops_seen": 3 * flops_per_byte * i * step_bytes,
+        }
         if chunk is not None:
             line["stage0/bytes_per_chunk"] = chunk[i - 1]
         out += [line, {"step": i * 10, "split": "val", "val_bpb": b, "bytes_seen": i * step_bytes}]
@@ -54,7 +72,7 @@ def curve(bpbs: list[float], step_bytes: float = 1e5, flops_per_byte: float = 1e
 
 
 def power_law_bpb(c: float) -> float:
-    return 2.0 * c ** -0.05
+    return 2.0 * c**-0.05
 
 
 @pytest.fixture
@@ -63,41 +81,104 @@ def sweep(tmp_path: Path) -> Path:
     root.mkdir()
     (root / "spec.yaml").write_text("name: demo\naxes: {grid: {preset: [a, b]}}\n")
     # Two transformer budgets + two H-Net budgets whose final BPB follows 2 * C^-0.05 exactly.
-    for i, (preset, flops) in enumerate([("transformer-bpe@cpu-tiny", 1e12), ("transformer-bpe@cpu-tiny", 4e12),
-                                         ("hnet-1stage@cpu-tiny", 1e12), ("hnet-1stage@cpu-tiny", 8e12)]):
+    for i, (preset, flops) in enumerate(
+        [
+            ("transformer-bpe@cpu-tiny", 1e12),
+            ("transformer-bpe@cpu-tiny", 4e12),
+            ("hnet-1stage@cpu-tiny", 1e12),
+            ("hnet-1stage@cpu-tiny", 8e12),
+        ]
+    ):
         bpb = power_law_bpb(flops)
-        tasks = {"hellaswag": {"acc,none": 0.30 + i / 100, "acc_norm,none": 0.31 + i / 100,
-                               "acc_stderr,none": 0.01}}
+        tasks = {
+            "hellaswag": {
+                "acc,none": 0.30 + i / 100,
+                "acc_norm,none": 0.31 + i / 100,
+                "acc_stderr,none": 0.01,
+            }
+        }
         if i != 1:  # run 1 lacks piqa: a blank cell with a footnote, no zero
             tasks["piqa"] = {"acc": 0.55 + i / 100}
         rob = None
         if preset.startswith("hnet"):
-            rob = {"hellaswag": {"clean": 0.40, "antspeak": 0.30, "drop": 0.28, "random_case": 0.33,
-                                 "repeat": 0.29, "uppercase": 0.35, "score": 37.5 + i}}
+            rob = {
+                "hellaswag": {
+                    "clean": 0.40,
+                    "antspeak": 0.30,
+                    "drop": 0.28,
+                    "random_case": 0.33,
+                    "repeat": 0.29,
+                    "uppercase": 0.35,
+                    "score": 37.5 + i,
+                }
+            }
         ev = {"bpb": {"en/val": bpb}, "tasks": tasks}
         if rob:
             ev["robustness"] = rob
         if preset.startswith("hnet"):
             ev["bytes_per_chunk"] = {"stage0": 5.5 + i}
-        make_run(root, f"run{i}", preset, name=f"{preset.split('@')[0]}-{int(flops):d}",
-                 summary={"steps": 40, "bytes_seen": 4e5, "flops_seen": flops, "params": 3e5 + i,
-                          "flops_per_byte": 2.5e6 * (i + 1), "final_val_bpb": bpb + 0.1, "wall_s": 12.0,
-                          "family": preset.split("@")[0]},
-                 metrics=curve([3.0, 2.5, 2.2, bpb], chunk=[2.0, 3.0, 4.0, 5.0] if i >= 2 else None),
-                 eval_=ev)
-    make_run(root, "runL", "hnet-1stage@paper-L",
-             summary={"steps": 1, "bytes_seen": 1e3, "flops_seen": 5e15, "flops_per_byte": 4.3e8,
-                      "final_val_bpb": 1.5},
-             eval_={"bpb": {"en/val": 1.4}, "tasks": {"hellaswag": {"acc_norm": 0.26}}},
-             status={"state": "failed", "error": "OOM\nTraceback..."})
-    make_run(root, "runzh", "hnet-2stage@cpu-tiny", domain="zh",
-             summary={"final_val_bpb": 1.9}, metrics=curve([2.5, 2.0], chunk=[3.0, 4.0]),
-             eval_={"bpb": {"zh/val": 1.8}, "bytes_per_chunk": {"stage0": 3.1, "stage1": 8.2},
-                    "tasks": {"xwinograd_zh": {"acc": 0.52}, "hellaswag": {"acc": 0.3}}})
-    make_run(root, "runcode", "transformer-bpe@cpu-tiny", domain="code",
-             summary={"final_val_bpb": 1.2}, metrics=curve([2.0, 1.3]))
-    make_run(root, "rundna", "hnet-dna@cpu-tiny", domain="dna", summary={"params": 1e5},
-             eval_={"bpb": {"dna/val": 1.9}}, metrics=curve([2.0, 1.95]))
+        make_run(
+            root,
+            f"run{i}",
+            preset,
+            name=f"{preset.split('@')[0]}-{int(flops):d}",
+            summary={
+                "steps": 40,
+                "bytes_seen": 4e5,
+                "flops_seen": flops,
+                "params": 3e5 + i,
+                "flops_per_byte": 2.5e6 * (i + 1),
+                "final_val_bpb": bpb + 0.1,
+                "wall_s": 12.0,
+                "family": preset.split("@")[0],
+            },
+            metrics=curve([3.0, 2.5, 2.2, bpb], chunk=[2.0, 3.0, 4.0, 5.0] if i >= 2 else None),
+            eval_=ev,
+        )
+    make_run(
+        root,
+        "runL",
+        "hnet-1stage@paper-L",
+        summary={
+            "steps": 1,
+            "bytes_seen": 1e3,
+            "flops_seen": 5e15,
+            "flops_per_byte": 4.3e8,
+            "final_val_bpb": 1.5,
+        },
+        eval_={"bpb": {"en/val": 1.4}, "tasks": {"hellaswag": {"acc_norm": 0.26}}},
+        status={"state": "failed", "error": "OOM\nTraceback..."},
+    )
+    make_run(
+        root,
+        "runzh",
+        "hnet-2stage@cpu-tiny",
+        domain="zh",
+        summary={"final_val_bpb": 1.9},
+        metrics=curve([2.5, 2.0], chunk=[3.0, 4.0]),
+        eval_={
+            "bpb": {"zh/val": 1.8},
+            "bytes_per_chunk": {"stage0": 3.1, "stage1": 8.2},
+            "tasks": {"xwinograd_zh": {"acc": 0.52}, "hellaswag": {"acc": 0.3}},
+        },
+    )
+    make_run(
+        root,
+        "runcode",
+        "transformer-bpe@cpu-tiny",
+        domain="code",
+        summary={"final_val_bpb": 1.2},
+        metrics=curve([2.0, 1.3]),
+    )
+    make_run(
+        root,
+        "rundna",
+        "hnet-dna@cpu-tiny",
+        domain="dna",
+        summary={"params": 1e5},
+        eval_={"bpb": {"dna/val": 1.9}},
+        metrics=curve([2.0, 1.95]),
+    )
     return root
 
 
@@ -119,10 +200,24 @@ def test_paper_numbers_match_paper_md():
     labels = {v["label"]: k for k, v in p["families"].items()}
     labels.update({"LlamaByte (W1024)": "llamabyte"})
     checked = 0
-    for table, keys in (("## Table 2", ["gflops_per_byte", "bpb", "lambada", "hellaswag", "piqa",
-                                        "arc_easy", "arc_challenge", "winogrande", "openbookqa", "avg"]),
-                        ("## Table 3", ["antspeak", "drop", "randomcase", "repeat", "uppercase", "avg",
-                                        "score"])):
+    for table, keys in (
+        (
+            "## Table 2",
+            [
+                "gflops_per_byte",
+                "bpb",
+                "lambada",
+                "hellaswag",
+                "piqa",
+                "arc_easy",
+                "arc_challenge",
+                "winogrande",
+                "openbookqa",
+                "avg",
+            ],
+        ),
+        ("## Table 3", ["antspeak", "drop", "randomcase", "repeat", "uppercase", "avg", "score"]),
+    ):
         block = text.split(table, 1)[1].split("\n## ", 1)[0]
         for line in block.splitlines():
             cells = [c.strip() for c in line.strip("|").split("|")]
@@ -175,8 +270,16 @@ def test_table2_numbers_paper_rows_and_blanks(sweep: Path):
 def test_tables_3_4_5(sweep: Path):
     runs = R.load_sweep(sweep, print)
     t3 = R.table3(runs)
-    assert t3.columns[5:] == ["clean (%)", "AntSpeak (%)", "Drop (%)", "RandomCase (%)", "Repeat (%)",
-                              "UpperCase (%)", "Avg (%)", "Score"]
+    assert t3.columns[5:] == [
+        "clean (%)",
+        "AntSpeak (%)",
+        "Drop (%)",
+        "RandomCase (%)",
+        "Repeat (%)",
+        "UpperCase (%)",
+        "Avg (%)",
+        "Score",
+    ]
     (i,) = rows_of(t3, source="measured", run="hnet-1stage-8000000000000")
     assert t3.value(i, "RandomCase (%)") == pytest.approx(33.0)
     assert t3.value(i, "Avg (%)") == pytest.approx((30 + 28 + 33 + 29 + 35) / 5)
@@ -185,7 +288,11 @@ def test_tables_3_4_5(sweep: Path):
     assert t3.value(j, "clean (%)") is None
     assert notes_of(t3, j, "clean (%)") == ["no robustness results in eval.json"]
     (k,) = rows_of(t3, source="paper (L scale)", model="H-Net 1-stage")
-    assert (t3.value(k, "UpperCase (%)"), t3.value(k, "Avg (%)"), t3.value(k, "Score")) == (54.1, 36.4, 37.2)
+    assert (t3.value(k, "UpperCase (%)"), t3.value(k, "Avg (%)"), t3.value(k, "Score")) == (
+        54.1,
+        36.4,
+        37.2,
+    )
 
     t4 = R.table4(runs)
     (i,) = rows_of(t4, source="measured", domain="zh")
@@ -197,12 +304,18 @@ def test_tables_3_4_5(sweep: Path):
     assert t4.value(c, "BPB") == 1.2 and "final validation BPB" in notes_of(t4, c, "BPB")[0]
     assert t4.value(c, "BPIC") is None and notes_of(t4, c, "BPIC")
     pz = rows_of(t4, source="paper (XL-like)", domain="zh", model="H-Net 2-stage")
-    assert [t4.value(pz[0], k) for k in ("BPIC", "BPB", "xwinograd_zh acc (%)")] == [5.81, 0.7032, 66.3]
+    assert [t4.value(pz[0], k) for k in ("BPIC", "BPB", "xwinograd_zh acc (%)")] == [
+        5.81,
+        0.7032,
+        66.3,
+    ]
 
     t5 = R.table5(runs)
     (i,) = rows_of(t5, source="measured")
-    assert t5.value(i, "ppl") == pytest.approx(2 ** 1.9)
-    assert [t5.value(j, "model") for j in rows_of(t5, source="paper (HG38)")] == ["H-Net M3T1 + T15 + M4"]
+    assert t5.value(i, "ppl") == pytest.approx(2**1.9)
+    assert [t5.value(j, "model") for j in rows_of(t5, source="paper (HG38)")] == [
+        "H-Net M3T1 + T15 + M4"
+    ]
 
 
 def test_csv_and_latex_round_trip(sweep: Path):
@@ -242,10 +355,18 @@ def test_figures_axes_and_series(sweep: Path):
     runs = R.load_sweep(sweep, print)
     fig = F.bpb_vs_bytes(runs)
     axes = [ax for ax in fig.axes if ax.get_title()]
-    assert [ax.get_title() for ax in axes] == ["domain: en", "domain: zh", "domain: code", "domain: dna"]
+    assert [ax.get_title() for ax in axes] == [
+        "domain: en",
+        "domain: zh",
+        "domain: code",
+        "domain: dna",
+    ]
     en = axes[0]
     assert en.get_xscale() == "log"
-    assert en.get_xlabel() == "training data (bytes)" and en.get_ylabel() == "validation BPB (bits/byte)"
+    assert (
+        en.get_xlabel() == "training data (bytes)"
+        and en.get_ylabel() == "validation BPB (bits/byte)"
+    )
     en_runs = [r for r in runs if r.domain == "en" and r.val_points()]
     assert len(en.lines) == len(en_runs) == 4
     for line, r in zip(en.lines, en_runs):
@@ -254,7 +375,10 @@ def test_figures_axes_and_series(sweep: Path):
         assert line.get_color() == F.family_color(r.family)
 
     fits = F.scaling_fits(runs)
-    assert [(f.domain, f.family, f.n) for f in fits] == [("en", "hnet-1stage", 2), ("en", "transformer-bpe", 2)]
+    assert [(f.domain, f.family, f.n) for f in fits] == [
+        ("en", "hnet-1stage", 2),
+        ("en", "transformer-bpe", 2),
+    ]
     for f in fits:
         assert f.b == pytest.approx(-0.05) and f.a == pytest.approx(2.0)
     fig = F.bpb_vs_flops(runs)
@@ -266,23 +390,39 @@ def test_figures_axes_and_series(sweep: Path):
     assert ys == pytest.approx([power_law_bpb(x) for x in xs])
     pts = sorted(tuple(p) for coll in ax.collections for p in coll.get_offsets())
     # the failed paper-L run (5e15 FLOPs) is left out: its FLOPs are not a finished budget
-    assert pts == sorted([(1e12, power_law_bpb(1e12)), (4e12, power_law_bpb(4e12)),
-                          (1e12, power_law_bpb(1e12)), (8e12, power_law_bpb(8e12))])
+    assert pts == sorted(
+        [
+            (1e12, power_law_bpb(1e12)),
+            (4e12, power_law_bpb(4e12)),
+            (1e12, power_law_bpb(1e12)),
+            (8e12, power_law_bpb(8e12)),
+        ]
+    )
 
     fig = F.bytes_per_chunk(runs)
     ax = fig.axes[0]
-    assert ax.get_ylabel() == "bytes per chunk (bytes)" and ax.get_xlabel() == "training data (bytes)"
+    assert (
+        ax.get_ylabel() == "bytes per chunk (bytes)" and ax.get_xlabel() == "training data (bytes)"
+    )
     labels = [ln.get_label() for ln in ax.lines]
-    assert labels == ["hnet-1stage@cpu-tiny (hnet-1stage-1000000000000) stage 0",
-                      "hnet-1stage@cpu-tiny (hnet-1stage-8000000000000) stage 0",
-                      "hnet-2stage@cpu-tiny [zh] stage 0"]
+    assert labels == [
+        "hnet-1stage@cpu-tiny (hnet-1stage-1000000000000) stage 0",
+        "hnet-1stage@cpu-tiny (hnet-1stage-8000000000000) stage 0",
+        "hnet-2stage@cpu-tiny [zh] stage 0",
+    ]
     assert list(ax.lines[0].get_ydata()) == [2.0, 3.0, 4.0, 5.0]
 
     fig = F.robustness(runs)
     ax = fig.axes[0]
     assert ax.get_ylabel() == "accuracy (%)"
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["clean", "AntSpeak", "Drop", "RandomCase",
-                                                            "Repeat", "UpperCase"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [
+        "clean",
+        "AntSpeak",
+        "Drop",
+        "RandomCase",
+        "Repeat",
+        "UpperCase",
+    ]
     assert len(ax.containers) == 2  # one bar group per run with robustness
     assert [b.get_height() for b in ax.containers[0]] == pytest.approx([40, 30, 28, 33, 29, 35])
     hnet_rgb = matplotlib.colors.to_rgb(F.family_color("hnet-1stage"))
@@ -296,8 +436,22 @@ def test_cli_writes_linked_report(sweep: Path, tmp_path: Path):
     bnd = sweep / "run2" / "boundaries"
     bnd.mkdir()
     (bnd / "stage0.png").write_bytes(b"\x89PNG fake")
-    p = subprocess.run([sys.executable, "-m", "hnetbench", "report", str(sweep), "--out", str(out),
-                        "--formats", "md,csv"], capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hnetbench",
+            "report",
+            str(sweep),
+            "--out",
+            str(out),
+            "--formats",
+            "md,csv",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr
     text = (out / "report.md").read_text()
     links = re.findall(r"\]\(([^)]+)\)", text)
@@ -315,13 +469,25 @@ def test_cli_writes_linked_report(sweep: Path, tmp_path: Path):
     assert "BPB = 2 * C^(-0.0500)" in text
 
 
-@pytest.mark.parametrize("args,needle", [(["nope"], "sweep directory not found"),
-                                         (["{empty}"], "no run directories"),
-                                         (["{empty}", "--formats", "md,html"], "unknown format 'html'")])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["nope"], "sweep directory not found"),
+        (["{empty}"], "no run directories"),
+        (["{empty}", "--formats", "md,html"], "unknown format 'html'"),
+    ],
+)
 def test_cli_errors_are_one_line(tmp_path: Path, args: list[str], needle: str):
     (tmp_path / "empty").mkdir()
-    args = [a.replace("{empty}", str(tmp_path / "empty")).replace("nope", str(tmp_path / "nope")) for a in args]
-    p = subprocess.run([sys.executable, "-m", "hnetbench", "report", *args], capture_output=True,
-                       text=True, timeout=60)
+    args = [
+        a.replace("{empty}", str(tmp_path / "empty")).replace("nope", str(tmp_path / "nope"))
+        for a in args
+    ]
+    p = subprocess.run(
+        [sys.executable, "-m", "hnetbench", "report", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 2
     assert p.stderr.count("\n") == 1 and needle in p.stderr
