@@ -122,7 +122,9 @@ def normalize_compression(cfg: ModelConfig, compression: float | list[float] | N
     if len(values) == 1:
         return [values[0] ** (1.0 / n)] * n
     if len(values) != n or any(c <= 0 for c in values):
-        raise ConfigError(f"compression: expected {n} positive values (one per stage), got {values}")
+        raise ConfigError(
+            f"compression: expected {n} positive values (one per stage), got {values}"
+        )
     return values
 
 
@@ -142,7 +144,7 @@ def flops_per_byte(
     for c in comp:
         lengths.append(lengths[-1] / c)
     per_stage_flops = forward_flops(model_cfg, lengths)
-    rep = FlopsReport(params=None, seq_len=seq_len, bytes_per_token=bytes_per_token, compression=comp)
+    rep = FlopsReport(None, seq_len, bytes_per_token, comp)
     for s, terms in enumerate(per_stage_flops):
         row = {k: v / seq_len for k, v in terms.items()}
         row["forward"] = row["matmul"] + row["ssd"] + row["embedding"] + row["other"]
@@ -227,11 +229,12 @@ def match_depth(
 ) -> tuple[ModelConfig, float]:
     """Main-network depth (and, with width=True, width) of family_cfg whose FLOPs per byte
     match the reference's; returns (config, relative error). Raises if nothing is within tol."""
-    target = flops_per_byte(reference_cfg, ref_bytes_per_token, None, seq_len, False).forward_per_byte
+    ref = flops_per_byte(reference_cfg, ref_bytes_per_token, None, seq_len, False)
+    target = ref.forward_per_byte
 
     def err(c: ModelConfig) -> float:
-        got = flops_per_byte(c, family_bytes_per_token, compression, seq_len, False).forward_per_byte
-        return got / target - 1.0
+        got = flops_per_byte(c, family_bytes_per_token, compression, seq_len, False)
+        return got.forward_per_byte / target - 1.0
 
     d0 = family_cfg.d_model[-1]
     n = len(family_cfg.d_model)

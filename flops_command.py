@@ -46,7 +46,9 @@ def parse_compression(text: str | None) -> float | list[float] | None:
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ConfigError(f"--compression: expected numbers like '4.8' or '2.65,2.65', got {text!r}") from None
+        raise ConfigError(
+            f"--compression: expected numbers like '4.8' or '2.65,2.65', got {text!r}"
+        ) from None
     if not values or any(v <= 0 for v in values):
         raise ConfigError(f"--compression: expected positive numbers, got {text!r}")
     return values[0] if len(values) == 1 else values
@@ -60,7 +62,8 @@ def format_table(name: str, rep: FlopsReport) -> str:
     comp = ", ".join(f"{c:.2f}" for c in rep.compression) or "-"
     params = f"{rep.params / 1e6:.2f}M" if rep.params is not None else "?"
     lines = [
-        f"{name}: params {params}, seq_len {rep.seq_len} bytes, bytes/token {rep.bytes_per_token:.2f}, "
+        f"{name}: params {params}, seq_len {rep.seq_len} bytes, "
+        f"bytes/token {rep.bytes_per_token:.2f}, "
         f"compression per stage {comp}",
         "GFLOPs per byte (forward)",
         f"{'stage':>5} {'d_model':>7} {'pos/byte':>8} {'matmul':>8} {'(attn)':>8} {'ssd':>8} "
@@ -68,12 +71,14 @@ def format_table(name: str, rep: FlopsReport) -> str:
     ]
     for st in rep.stages:
         lines.append(
-            f"{st['stage']:>5} {st['d_model']:>7} {st['positions_per_byte']:>8.4f} {_g(st['matmul']):>8} "
+            f"{st['stage']:>5} {st['d_model']:>7} {st['positions_per_byte']:>8.4f} "
+            f"{_g(st['matmul']):>8} "
             f"{_g(st['attention']):>8} {_g(st['ssd']):>8} {_g(st['embedding']):>8} "
             f"{_g(st['other']):>8} {_g(st['forward']):>8}"
         )
     lines.append(
-        f"{'total':>5} {'':>7} {'':>8} {_g(rep.matmul_per_byte):>8} {_g(rep.attention_per_byte):>8} "
+        f"{'total':>5} {'':>7} {'':>8} {_g(rep.matmul_per_byte):>8} "
+        f"{_g(rep.attention_per_byte):>8} "
         f"{_g(rep.ssd_per_byte):>8} {_g(rep.embedding_per_byte):>8} {_g(rep.other_per_byte):>8} "
         f"{_g(rep.forward_per_byte):>8}"
     )
@@ -86,11 +91,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a preset (see `hnetbench models list`) or a run config YAML")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument("--bytes-per-token", type=float, default=None,
-                   help="bytes per model token (default: 1 for bytes, 4.6 for GPT-2, measured for BPE)")
+                   help="bytes per model token (default: 1 for bytes, 4.6 for GPT-2, "
+                   "measured for BPE)")
     p.add_argument("--compression", default=None,
                    help="N_s per stage ('2.65,2.65') or one number = innermost bytes per chunk "
                         "(default: the ratio targets / pool size)")
-    p.add_argument("--seq-len", type=int, default=None, help="bytes per sequence (default: data.seq_len)")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="bytes per sequence (default: data.seq_len)")
     p.add_argument("--format", choices=("table", "json"), default="table")
 
 
@@ -99,7 +106,9 @@ def main(args: argparse.Namespace) -> int:
     from hnetbench.baselines import validate_model_config
 
     validate_model_config(cfg.model)
-    bpt = args.bytes_per_token if args.bytes_per_token is not None else default_bytes_per_token(cfg.data)
+    bpt = args.bytes_per_token
+    if bpt is None:
+        bpt = default_bytes_per_token(cfg.data)
     seq_len = args.seq_len if args.seq_len is not None else cfg.data.seq_len
     rep = flops_per_byte(cfg.model, bpt, parse_compression(args.compression), seq_len)
     if args.format == "json":

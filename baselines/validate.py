@@ -74,14 +74,18 @@ def validate_model_config(cfg: ModelConfig) -> None:
     stages = parse_layout(cfg.layout)
     n = len(stages)
     if cfg.arch == "isotropic" and n != 1:
-        raise ConfigError(f"model.arch: 'isotropic' needs a single-stage layout, got {cfg.layout!r}")
+        raise ConfigError(
+            f"model.arch: 'isotropic' needs a single-stage layout, got {cfg.layout!r}"
+        )
     if cfg.arch == "hnet" and n < 2:
         raise ConfigError(
-            f"model.arch: 'hnet' needs a nested layout [encoder, [main], decoder], got {cfg.layout!r}"
+            "model.arch: 'hnet' needs a nested layout [encoder, [main], decoder], "
+            f"got {cfg.layout!r}"
         )
     for key in ("d_model", "d_intermediate"):
         if len(getattr(cfg, key)) != n:
-            raise ConfigError(f"model.{key}: expected {n} values (one per stage), got {getattr(cfg, key)}")
+            got = getattr(cfg, key)
+            raise ConfigError(f"model.{key}: expected {n} values (one per stage), got {got}")
     if any(d <= 0 for d in cfg.d_model) or any(f < 0 for f in cfg.d_intermediate):
         raise ConfigError(f"model.d_model/d_intermediate: expected positive widths, got "
                           f"{cfg.d_model} / {cfg.d_intermediate}")
@@ -99,10 +103,14 @@ def validate_model_config(cfg: ModelConfig) -> None:
                               f"width > 0, got {cfg.d_intermediate[s]}")
         if kinds & {"t", "T"}:
             if heads[s] <= 0 or d % heads[s]:
-                raise ConfigError(f"model.attn_num_heads[{s}]: {heads[s]} does not divide d_model {d}")
+                raise ConfigError(
+                    f"model.attn_num_heads[{s}]: {heads[s]} does not divide d_model {d}"
+                )
             if rotary[s] % 2 or rotary[s] > d // heads[s]:
-                raise ConfigError(f"model.attn_rotary_dim[{s}]: expected an even number <= head dim "
-                                  f"{d // heads[s]}, got {rotary[s]}")
+                raise ConfigError(
+                    f"model.attn_rotary_dim[{s}]: expected an even number <= head dim "
+                    f"{d // heads[s]}, got {rotary[s]}"
+                )
         if kinds & {"m", "M"} and (cfg.mamba_expand * d) % cfg.mamba_headdim:
             raise ConfigError(f"model.mamba_headdim: {cfg.mamba_headdim} does not divide "
                               f"expand * d_model = {cfg.mamba_expand * d} (stage {s})")

@@ -281,16 +281,19 @@ def load_sweep(sweep_dir: str | os.PathLike, warn: Warn) -> list[Run]:
     }
     for r in runs:  # disambiguate runs sharing family, scale and domain
         twins = [o for o in runs if base[o.run_id] == base[r.run_id]]
-        names = {o.name for o in twins}
-        suffix = (
-            ""
-            if len(twins) == 1
-            else f" ({r.name})"
-            if len(names) == len(twins)
-            else f" ({r.run_id[:8]})"
-        )
-        r.label = base[r.run_id] + suffix
+        r.label = base[r.run_id] + ("" if len(twins) == 1 else f" ({_twin_suffix(r, twins)})")
     return runs
+
+
+def _twin_suffix(r: Run, twins: list[Run]) -> str:
+    """What tells `r` apart from its twins: the parts of the sweep's run names ("domain=en,
+    hnet-1stage@cpu-tiny,steps=3") that differ between them, else the name, else the run id."""
+    parts = {o.run_id: o.name.split(",") for o in twins}
+    common = set.intersection(*(set(p) for p in parts.values()))
+    diff = {k: ",".join(x for x in p if x not in common) for k, p in parts.items()}
+    if all(diff.values()) and len(set(diff.values())) == len(twins):
+        return diff[r.run_id]
+    return r.name if len({o.name for o in twins}) == len(twins) else r.run_id[:8]
 
 
 # ----------------------------------------------------------------------------- tables
@@ -533,10 +536,18 @@ def _task_columns(runs: list[Run], keep: Callable[[str], bool]) -> list[tuple[st
     return cols
 
 
-def _paper_families(runs: list[Run], table: dict, scale: str) -> list[str]:
-    rows = table["rows"].get(scale, {})
-    fams = {r.family for r in runs}
-    return [f for f in rows if f in fams]
+def _task_fmt(tcols: list[tuple[str, str, str]]) -> dict[str, str]:
+    return {c: ".1f" if _is_pct(m) else ".4g" for _, m, c in tcols}
+
+
+def _task_cells(t: Table, r: Run, tcols: list[tuple[str, str, str]]) -> dict[str, Cell]:
+    """The run's value for each task column (accuracies in percent), blank + footnote if absent."""
+    cells = {}
+    for task, metric, col in tcols:
+        v = _metrics((r.eval.get("tasks") or {}).get(task)).get(metric)
+        v = v * 100.0 if v is not None and _is_pct(metric) else v
+        cells[col] = _val(t, v, "task not evaluated for this run")
+    return cells
 
 
 def table2(runs: list[Run]) -> Table | None:
@@ -606,13 +617,8 @@ def table2(runs: list[Run]) -> Table | None:
             ),
             "BPB": _val(t, bpb, "no BPB in eval.json or summary.json", bpb_note),
         }
-        acc = []
-        for task, metric, col in tcols:
-            v = _metrics((r.eval.get("tasks") or {}).get(task)).get(metric)
-            v = v * 100.0 if v is not None and _is_pct(metric) else v
-            cells[col] = _val(t, v, "task not evaluated for this run")
-            if col in pct_cols and v is not None:
-                acc.append(v)
+        cells.update(_task_cells(t, r, tcols))
+        acc = [cells[c].value for c in pct_cols if cells[c].value is not None]
         if pct_cols:
             cells["Avg (%)"] = (
                 sum(acc) / len(acc)
@@ -658,7 +664,11 @@ def perturbation_columns(entries: list[tuple[Run, str, dict]]) -> list[tuple[str
     seen: dict[str, str] = {}
     for _, _, d in entries:
         for k in d:
-            if k not in ("clean", "score") and _pert_key(k) not in seen and _num(d[k]) is not None:
+            if (
+                k not in ("clean", "score", "avg", "chance")
+                and _pert_key(k) not in seen
+                and _num(d[k]) is not None
+            ):
                 seen[_pert_key(k)] = labels.get(_pert_key(k), k)
     return sorted(
         seen.items(), key=lambda kv: (paper.index(kv[0]) if kv[0] in paper else len(paper), kv[0])
@@ -668,6 +678,8 @@ def perturbation_columns(entries: list[tuple[Run, str, dict]]) -> list[tuple[str
 def table3(runs: list[Run]) -> Table | None:
     """Paper Table 3: accuracy under perturbations, their average and the robustness score."""
     entries = _robust_entries(runs)
+    if not entries:
+        return None
     paper = paper_numbers()["table3"]
     perts = perturbation_columns(entries)
     cols = ["source", "model", "scale", "run", "task", "clean (%)"] + [
@@ -680,16 +692,6 @@ def table3(runs: list[Run]) -> Table | None:
         cols,
         fmt={c: ".1f" for c in cols[5:]},
     )
-    rob_runs = {r.run_id for r, _, _ in entries}
-    for r in runs:
-        if r.run_id not in rob_runs:
-            t.add(
-                source=Cell(MEASURED, _state_note(t, r)),
-                model=family_label(r.family),
-                scale=r.scale,
-                run=r.name,
-                **{"clean (%)": _blank(t, "no robustness results in eval.json")},
-            )
     ref: list[str] = []
 
     def paper_row(source: str, scale: str, fam: str) -> None:
@@ -723,51 +725,68 @@ def table3(runs: list[Run]) -> Table | None:
             )
         t.add(**cells)
 
-    for r, task, d in entries:
-        by_key = {_pert_key(k): _num(v) for k, v in d.items()}
-        cells = {
-            "source": Cell(MEASURED, _state_note(t, r)),
-            "model": family_label(r.family),
-            "scale": r.scale,
-            "run": r.name,
-            "task": task,
-            "clean (%)": _val(t, _pct(d.get("clean")), "no clean accuracy recorded"),
-        }
-        vals = []
-        for key, lab in perts:
-            v = by_key.get(key)
-            cells[f"{lab} (%)"] = _val(
-                t, None if v is None else 100.0 * v, "perturbation not evaluated"
+    lm_runs = {r.run_id for r in runs if r.domain not in ("zh", "code", "dna")}
+    for r in runs:
+        mine = [(task, d) for rr, task, d in entries if rr is r]
+        if not mine and r.run_id in lm_runs:  # a language-model run without robustness
+            t.add(
+                source=Cell(MEASURED, _state_note(t, r)),
+                model=family_label(r.family),
+                scale=r.scale,
+                run=r.name,
+                **{"clean (%)": _blank(t, "no robustness results in eval.json")},
             )
-            if v is not None:
-                vals.append(100.0 * v)
-        cells["Avg (%)"] = (
-            sum(vals) / len(vals)
-            if vals and len(vals) == len(perts)
-            else _blank(t, "Avg needs every perturbation column")
-        )
-        score = _num(d.get("score"))
-        cells["Score"] = _val(
-            t, score, "score undefined (clean accuracy at or below chance) or not recorded"
-        )
-        t.add(**cells)
+        for task, d in mine:
+            _table3_row(t, r, task, d, perts)
         ps = paper_scale(r.scale)
-        if ps and r.family in paper["rows"].get(ps, {}):
+        if mine and ps and r.family in paper["rows"].get(ps, {}):
             paper_row("paper", ps, r.family)
-        elif r.family in paper["rows"]["L"] and r.family not in ref:
+        elif (
+            r.family in paper["rows"]["L"] and r.family not in ref and (mine or r.run_id in lm_runs)
+        ):
             ref.append(r.family)
     for fam in ref:
         paper_row("paper (L scale)", "L", fam)
     return t if t.rows else None
 
 
+def _table3_row(t: Table, r: Run, task: str, d: dict, perts: list[tuple[str, str]]) -> None:
+    by_key = {_pert_key(k): _num(v) for k, v in d.items()}
+    cells = {
+        "source": Cell(MEASURED, _state_note(t, r)),
+        "model": family_label(r.family),
+        "scale": r.scale,
+        "run": r.name,
+        "task": task,
+        "clean (%)": _val(t, _pct(d.get("clean")), "no clean accuracy recorded"),
+    }
+    vals = []
+    for key, lab in perts:
+        v = by_key.get(key)
+        cells[f"{lab} (%)"] = _val(
+            t, None if v is None else 100.0 * v, "perturbation not evaluated"
+        )
+        if v is not None:
+            vals.append(100.0 * v)
+    cells["Avg (%)"] = (
+        sum(vals) / len(vals)
+        if vals and len(vals) == len(perts)
+        else _blank(t, "Avg needs every perturbation column")
+    )
+    score = _num(d.get("score"))
+    cells["Score"] = _val(
+        t, score, "score undefined (clean accuracy at or below chance) or not recorded"
+    )
+    t.add(**cells)
+
+
 def table4(runs: list[Run]) -> Table | None:
-    """Paper Table 4: Chinese and code: bytes per innermost chunk, main network, BPB, zh task."""
+    """Paper Table 4: Chinese and code: bytes per innermost chunk, main network, BPB, tasks."""
     runs = [r for r in runs if r.domain in ("zh", "code")]
     if not runs:
         return None
     paper = paper_numbers()["table4"]
-    zh_tasks = _task_columns([r for r in runs if r.domain == "zh"], _is_zh_task)
+    zh_tasks = _task_columns(runs, lambda task: True)
     cols = ["source", "model", "scale", "run", "domain", "BPIC", "main", "BPB"] + [
         c for _, _, c in zh_tasks
     ]
@@ -775,7 +794,7 @@ def table4(runs: list[Run]) -> Table | None:
         "table4",
         "Table 4: Chinese and code (cf. paper Table 4; BPIC = bytes per innermost chunk)",
         cols,
-        fmt={"BPIC": ".2f", "BPB": ".4f", **{c: ".1f" for _, _, c in zh_tasks}},
+        fmt={"BPIC": ".2f", "BPB": ".4f", **_task_fmt(zh_tasks)},
     )
 
     def paper_row(source: str, fam: str, domain: str) -> None:
@@ -790,12 +809,8 @@ def table4(runs: list[Run]) -> Table | None:
             "BPB": p["bpb"],
         }
         for task, _, col in zh_tasks:
-            if domain == "zh":
-                cells[col] = (
-                    Cell(p["xwinograd_zh"], (t.note("paper: XWinograd-zh accuracy"),))
-                    if "xwinograd" in task.lower()
-                    else _blank(t, "the paper reports no number for this task")
-                )
+            if domain == "zh" and "xwinograd" in task.lower():
+                cells[col] = Cell(p["xwinograd_zh"], (t.note("paper: XWinograd-zh accuracy"),))
         t.add(**cells)
 
     ref: list[tuple[str, str]] = []
@@ -812,14 +827,7 @@ def table4(runs: list[Run]) -> Table | None:
             "main": r.main_layout(),
             "BPB": _val(t, bpb, "no BPB in eval.json or summary.json", bpb_note),
         }
-        for task, metric, col in zh_tasks:
-            if r.domain == "zh":
-                v = _metrics((r.eval.get("tasks") or {}).get(task)).get(metric)
-                cells[col] = _val(
-                    t,
-                    None if v is None else 100.0 * v if _is_pct(metric) else v,
-                    "task not evaluated for this run",
-                )
+        cells.update(_task_cells(t, r, zh_tasks))
         t.add(**cells)
         if r.family in paper["rows"][paper["scale"]]:
             if paper_scale(r.scale) == paper["scale"]:
@@ -837,11 +845,13 @@ def table5(runs: list[Run]) -> Table | None:
     if not runs:
         return None
     paper = paper_numbers()["table5"]
+    tcols = _task_columns(runs, lambda task: True)
     t = Table(
         "table5",
         "Table 5: DNA perplexity (cf. paper Table 5)",
-        ["source", "model", "scale", "run", "main", "params", "BPB", "ppl"],
-        fmt={"params": "si", "BPB": ".4f", "ppl": ".3f"},
+        ["source", "model", "scale", "run", "main", "params", "BPB", "ppl"]
+        + [c for _, _, c in tcols],
+        fmt={"params": "si", "BPB": ".4f", "ppl": ".3f", **_task_fmt(tcols)},
     )
     ppl_note = "ppl = 2 ** BPB (one byte per base pair)"
     shown: list[str] = []
@@ -869,6 +879,7 @@ def table5(runs: list[Run]) -> Table | None:
             params=_val(t, r.summary_num("params"), "no summary.json params"),
             BPB=_val(t, bpb, "no BPB in eval.json or summary.json", note),
             ppl=ppl,
+            **_task_cells(t, r, tcols),
         )
         keys = paper_rows(r)
         if paper_scale(r.scale) == "DNA":
@@ -1003,11 +1014,11 @@ def varied_keys(runs: list[Run]) -> dict[str, list[str]]:
 
     flats = [flat(r.config) for r in runs if r.config]
     keys = sorted({k for f in flats for k in f})
-    return {
-        k: sorted({f.get(k, "-") for f in flats})
-        for k in keys
-        if len({f.get(k, "-") for f in flats}) > 1
-    }
+    varied = {k: sorted({f.get(k, "-") for f in flats}) for k in keys}
+    varied = {k: v for k, v in varied.items() if len(v) > 1}
+    if "preset" in varied:  # model.* and data.tokenizer follow from the preset
+        varied = {k: v for k, v in varied.items() if not k.startswith("model.")}
+    return varied
 
 
 @dataclass
@@ -1082,7 +1093,8 @@ def _report_markdown(
         f"Built from {len(runs)} run directories under `{sweep}` on {m['date']}. Rows labelled "
         "`paper` are the paper's published numbers (Hwang, Wang, Gu, arXiv 2507.07955, from "
         "`evals/paper_numbers.json`), never our measurements; `paper (L scale)` rows are reference "
-        "rows for runs at scales the paper has no row for.",
+        "rows for runs at scales the paper has no row for; blank cells in paper rows are "
+        "numbers the paper does not report.",
         "",
         "## Machine (where this report was built)",
         "",
@@ -1122,12 +1134,8 @@ def _report_markdown(
             "",
         ]
     missing = [
-        n
-        for n, fn in (("Table 2", table2), ("Table 4", table4), ("Table 5", table5))
-        if fn(runs) is None
+        f"Table {k[-1]}" for k in ("table2", "table3", "table4", "table5") if k not in tables
     ]
-    if "table3" not in tables:
-        missing.append("Table 3")
     if missing:
         lines += [f"Not built (no runs with data for them): {', '.join(sorted(missing))}.", ""]
     lines += ["## Figures", ""]

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.flop_counter import FlopCounterMode
-
 from hnetbench.baselines import preset_dict
 from hnetbench.config import RunConfig, from_dict
 from hnetbench.flops import forward_flops
 from hnetbench.models import build_model
 from hnetbench.models.mamba2 import Mamba2
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 
 FAMILIES = [
     "transformer-bpe", "llamabyte", "llamabyte-global", "mambabyte", "spacebyte", "spacebyte++",

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from hnetbench.baselines import preset_dict
 from hnetbench.config import ConfigError, ModelConfig, RunConfig, from_dict
 from hnetbench.flops import flops_per_byte, main_depth, match_depth, matched_budget
@@ -19,7 +18,8 @@ def preset_model(name: str) -> ModelConfig:
 
 
 def test_tiny_transformer_by_hand():
-    cfg = ModelConfig(arch="isotropic", layout="T2", d_model=[8], d_intermediate=[16], vocab_size=10,
+    cfg = ModelConfig(arch="isotropic", layout="T2", d_model=[8], d_intermediate=[16],
+                      vocab_size=10,
                       attn_num_heads=[2], attn_rotary_dim=[2], attn_window=[-1])
     # one sequence of 4 tokens, 2 bytes each (8 bytes)
     L, D, F, V, H = 4, 8, 16, 10, 2
@@ -143,7 +143,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_flops_command_json_and_errors(tmp_path):
-    r = run_cli("flops", "hnet-2stage@paper-L", "--compression", "2.6458,2.6458", "--format", "json")
+    r = run_cli("flops", "hnet-2stage@paper-L", "--compression", "2.6458,2.6458",
+                "--format", "json")
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert rep["seq_len"] == 8192 and len(rep["stages"]) == 3
@@ -158,7 +159,8 @@ def test_flops_command_json_and_errors(tmp_path):
     r = run_cli("flops", "hnet-1stage@cpu-tiny", "--compression", "x")
     assert r.returncode == 2 and "--compression" in r.stderr
     y = tmp_path / "m.yaml"
-    y.write_text("model:\n  arch: isotropic\n  layout: T2\n  d_model: [32]\n  d_intermediate: [64]\n"
+    y.write_text("model:\n  arch: isotropic\n  layout: T2\n  d_model: [32]\n"
+                 "  d_intermediate: [64]\n"
                  "  attn_rotary_dim: [8]\n")
     r = run_cli("flops", str(y), "--seq-len", "128", "--format", "json")
     assert r.returncode == 0, r.stderr

@@ -176,7 +176,7 @@ def sweep(tmp_path: Path) -> Path:
         "hnet-dna@cpu-tiny",
         domain="dna",
         summary={"params": 1e5},
-        eval_={"bpb": {"dna/val": 1.9}},
+        eval_={"bpb": {"dna/val": 1.9}, "ppl_per_bp": {"dna/val": 3.7}},
         metrics=curve([2.0, 1.95]),
     )
     return root
@@ -298,11 +298,13 @@ def test_tables_3_4_5(sweep: Path):
     (i,) = rows_of(t4, source="measured", domain="zh")
     assert (t4.value(i, "BPIC"), t4.value(i, "BPB"), t4.value(i, "main")) == (8.2, 1.8, "T2")
     assert t4.value(i, "xwinograd_zh acc (%)") == pytest.approx(52.0)
-    assert "hellaswag acc (%)" not in t4.columns
+    assert t4.value(i, "hellaswag acc (%)") == pytest.approx(30.0)  # every task the runs have
     (c,) = rows_of(t4, source="measured", domain="code")
     # no eval.json: BPB falls back to the summary (footnoted); BPE model has no BPIC -> blank
     assert t4.value(c, "BPB") == 1.2 and "final validation BPB" in notes_of(t4, c, "BPB")[0]
     assert t4.value(c, "BPIC") is None and notes_of(t4, c, "BPIC")
+    assert t4.value(c, "xwinograd_zh acc (%)") is None
+    assert notes_of(t4, c, "xwinograd_zh acc (%)") == ["task not evaluated for this run"]
     pz = rows_of(t4, source="paper (XL-like)", domain="zh", model="H-Net 2-stage")
     assert [t4.value(pz[0], k) for k in ("BPIC", "BPB", "xwinograd_zh acc (%)")] == [
         5.81,
@@ -312,7 +314,11 @@ def test_tables_3_4_5(sweep: Path):
 
     t5 = R.table5(runs)
     (i,) = rows_of(t5, source="measured")
-    assert t5.value(i, "ppl") == pytest.approx(2**1.9)
+    assert t5.value(i, "ppl") == 3.7  # the evaluator's ppl_per_bp
+    runs[-1].eval.pop("ppl_per_bp")
+    t5 = R.table5(runs)
+    assert t5.value(i, "ppl") == pytest.approx(2**1.9)  # else 2 ** BPB, footnoted
+    assert notes_of(t5, i, "ppl") == ["ppl = 2 ** BPB (one byte per base pair)"]
     assert [t5.value(j, "model") for j in rows_of(t5, source="paper (HG38)")] == [
         "H-Net M3T1 + T15 + M4"
     ]

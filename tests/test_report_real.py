@@ -1,123 +1,260 @@
-"""A report from a small real sweep: three tiny runs trained by hnetbench.train, evaluated by
-`hnetbench eval`, then reported; every checked number is read back from the run files."""
+"""A report from a small real sweep: five tiny runs (English, Chinese, DNA) trained and evaluated
+by the sweep runner's local executor, one extra task on one run, then `hnetbench report`; every
+checked number is read back from the run files the trainer and `hnetbench eval` wrote."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
-
 from hnetbench import cli
-from hnetbench.config import config_hash, resolve
 from hnetbench.evals import figures as F
 from hnetbench.evals import report as R
-from hnetbench.train import train
+from hnetbench.sweeps.runner import run_sweep
 
-TASK = "hnb_bb_social_iqa"  # an offline multiple-choice task of the evals room
-RUNS = [("hnet-1stage@cpu-tiny", 3), ("hnet-1stage@cpu-tiny", 6), ("llamabyte@cpu-tiny", 3)]
+pytestmark = pytest.mark.slow
+
+SPEC = """\
+name: tiny-real
+base:
+  data: {seq_len: 64, batch_size: 4}
+  train: {steps: 6, eval_every: 3, eval_batches: 1, log_every: 1, ckpt_every: 0, device: cpu}
+  eval: {bpb_max_bytes: 1000}
+axes:
+  zip:
+    - data.domain: [en, en, en, zh, dna]
+      preset: [transformer-bpe@cpu-tiny, hnet-1stage@cpu-tiny, hnet-1stage@cpu-tiny,
+               hnet-2stage@cpu-tiny, hnet-dna@cpu-tiny]
+      train.steps: [6, 3, 6, 6, 6]
+match: null
+eval:
+  bpb: true
+  splits: [val]
+  tasks: ["hnb_cont_{domain}"]
+  robustness: true
+  limit: 8
+"""
+EXTRA = "hnb_bb_social_iqa"  # evaluated on one English run only: the others show a blank cell
 
 
 @pytest.fixture(scope="module")
-def real_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, R.Report]:
-    sweep = tmp_path_factory.mktemp("real") / "sweep"
-    for i, (preset, steps) in enumerate(RUNS):
-        cfg = resolve(base={
-            "preset": preset, "name": f"{preset.split('@')[0]}-{steps}",
-            "data": {"seq_len": 128, "batch_size": 2},
-            "train": {"steps": steps, "eval_every": 2, "eval_batches": 1, "log_every": 1,
-                      "ckpt_every": 0},
-        })
-        run = sweep / config_hash(cfg)
-        train(cfg, run)
-        ck = ["--checkpoint", str(run)]
-        assert cli.main(["eval", "bpb", *ck, "--max-bytes", "1000"]) == 0
-        if i == 1:  # one run with zero-shot tasks and robustness; the others show blanks
-            assert cli.main(["eval", "lm", *ck, "--tasks", TASK, "--limit", "4"]) == 0
-            assert cli.main(["eval", "robustness", *ck, "--tasks", TASK, "--limit", "4"]) == 0
+def real_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict]:
+    """(sweep dir with the CLI's report, its tables rebuilt as objects, run id -> Run)."""
+    tmp = tmp_path_factory.mktemp("real")
+    spec = tmp / "tiny-real.yaml"
+    spec.write_text(SPEC)
+    assert run_sweep(spec, executor="local", results=tmp / "results", log=print) == 0
+    sweep = tmp / "results" / "tiny-real"
+    runs = {r.name: r for r in R.load_sweep(sweep, print)}
+    assert len(runs) == 5 and all(r.state == "completed" for r in runs.values())
+    one = next(r for r in runs.values() if r.family == "hnet-1stage" and r.summary["steps"] == 6)
+    argv = ["eval", "lm", "--checkpoint", str(one.path), "--tasks", EXTRA, "--limit", "4"]
+    assert cli.main(argv) == 0
+    assert cli.main(["report", str(sweep)]) == 0
     warns: list[str] = []
-    rep = R.build_report(sweep, sweep.parent / "out", warn=warns.append)
+    runs = {r.run_id: r for r in R.load_sweep(sweep, warns.append)}
     assert warns == []
-    return sweep, rep
+    return sweep, R.build_tables(list(runs.values())), runs
 
 
 def load(run: Path, name: str) -> dict:
     return json.loads((run / name).read_text())
 
 
-def test_tables_match_run_files(real_sweep):
-    sweep, rep = real_sweep
-    t2, t3, runs_t = rep.tables["table2"], rep.tables["table3"], rep.tables["runs"]
-    assert "table4" not in rep.tables and "table5" not in rep.tables  # no zh/code/dna runs
-    task_col = f"{TASK} acc_norm (%)"
-    for run in sorted(p for p in sweep.iterdir() if p.is_dir()):
-        sm, ev = load(run, "summary.json"), load(run, "eval.json")
-        (i,) = t2.find(source="measured", run=sm["name"])
+def cell_notes(t: R.Table, row: int, col: str) -> list[str]:
+    c = t.rows[row][t.columns.index(col)]
+    return [t.notes[n - 1] for n in c.notes] if isinstance(c, R.Cell) else []
+
+
+def test_runs_and_table2_match_run_files(real_sweep):
+    sweep, tables, runs = real_sweep
+    t2, runs_t = tables["table2"], tables["runs"]
+    assert len(runs_t.rows) == 5
+    assert sorted(runs_t.value(j, "label") for j in range(5)) == [
+        "hnet-1stage@cpu-tiny (steps=3)",  # twins are told apart by the axis that differs
+        "hnet-1stage@cpu-tiny (steps=6)",
+        "hnet-2stage@cpu-tiny [zh]",
+        "hnet-dna@cpu-tiny [dna]",
+        "transformer-bpe@cpu-tiny",
+    ]
+    for rid, r in runs.items():
+        sm, ev, cfg = load(r.path, "summary.json"), load(r.path, "eval.json"), r.config
+        (j,) = runs_t.find(**{"run id": rid})
+        fam, scale = cfg["preset"].split("@")
+        assert (runs_t.value(j, "family"), runs_t.value(j, "scale")) == (fam, scale)
+        assert runs_t.value(j, "domain") == cfg["data"]["domain"]
+        assert runs_t.value(j, "state") == load(r.path, "status.json")["state"] == "completed"
+        for col, key in [
+            ("final val BPB", "final_val_bpb"),
+            ("params", "params"),
+            ("steps", "steps"),
+            ("train bytes", "bytes_seen"),
+            ("train FLOPs", "flops_seen"),
+            ("FLOPs/byte", "flops_per_byte"),
+        ]:
+            assert runs_t.value(j, col) == sm[key], col
+        if r.domain != "en":
+            assert not t2.find(run=r.name)  # zh/dna runs belong to Tables 4 and 5
+            continue
+        (i,) = t2.find(source="measured", run=r.name)
         assert t2.value(i, "BPB") == ev["bpb"]["en/val"]
         assert t2.value(i, "GFLOPs/byte") == pytest.approx(sm["flops_per_byte"] / 1e9)
         assert t2.value(i, "train bytes") == sm["bytes_seen"]
-        (j,) = runs_t.find(**{"run id": run.name})
-        assert runs_t.value(j, "final val BPB") == sm["final_val_bpb"]
-        assert runs_t.value(j, "params") == sm["params"]
-        if "tasks" in ev:
-            assert t2.value(i, task_col) == pytest.approx(100 * ev["tasks"][TASK]["acc_norm"])
-            rob = ev["robustness"][TASK]
-            (k,) = t3.find(source="measured", run=sm["name"])
-            assert t3.value(k, "clean (%)") == pytest.approx(100 * rob["clean"])
-            assert t3.value(k, "Drop (%)") == pytest.approx(100 * rob["drop"])
-            if rob["score"] is None:  # clean accuracy at or below chance: blank, footnoted
-                assert t3.value(k, "Score") is None and t3.rows[k][-1].notes
-            else:
-                assert t3.value(k, "Score") == pytest.approx(rob["score"])
-        else:
-            assert t2.value(i, task_col) is None and t2.rows[i][t2.columns.index(task_col)].notes
-            (k,) = t3.find(source="measured", run=sm["name"])
-            assert t3.value(k, "clean (%)") is None
+        col = "hnb_cont_en acc_norm (%)"
+        assert t2.value(i, col) == pytest.approx(100 * ev["tasks"]["hnb_cont_en"]["acc_norm"])
+        col = f"{EXTRA} acc_norm (%)"
+        if EXTRA in ev["tasks"]:
+            assert t2.value(i, col) == pytest.approx(100 * ev["tasks"][EXTRA]["acc_norm"])
+            accs = [100 * v["acc_norm"] for v in ev["tasks"].values()]
+            assert t2.value(i, "Avg (%)") == pytest.approx(sum(accs) / len(accs))
+        else:  # a piece that is missing: blank cell with a footnote saying why
+            assert t2.value(i, col) is None
+            assert cell_notes(t2, i, col) == ["task not evaluated for this run"]
+    assert len(t2.find(source="measured")) == 3
+    # paper reference rows are labelled as the paper's and carry the paper's numbers
     ref = t2.find(source="paper (L scale)")
     assert [(t2.value(i, "model"), t2.value(i, "BPB")) for i in ref] == [
-        ("LlamaByte", 0.859), ("H-Net 1-stage", 0.755)]
-    csv_rows = (rep.out_dir / "tables" / "table2.csv").read_text().splitlines()
-    assert len(csv_rows) == len(t2.rows) + 1
+        ("Transformer", 0.756),
+        ("H-Net 1-stage", 0.755),
+    ]
+    assert all(t2.value(i, "run") is None for i in ref)
+    assert cell_notes(t2, ref[0], "hnb_cont_en acc_norm (%)") == [
+        "the paper reports no number for this task/metric"
+    ]
+    csv_rows = (sweep / "tables" / "table2.csv").read_text().splitlines()
+    assert len(csv_rows) == len(t2.rows) + 1  # the CLI wrote the same table
+
+
+def test_table3_robustness_matches_eval_json(real_sweep):
+    _, tables, runs = real_sweep
+    t3 = tables["table3"]
+    for r in runs.values():
+        task = f"hnb_cont_{r.domain}"
+        rob = load(r.path, "eval.json")["robustness"][task]
+        (k,) = t3.find(source="measured", run=r.name, task=task)
+        assert t3.value(k, "clean (%)") == pytest.approx(100 * rob["clean"])
+        assert t3.value(k, "Drop (%)") == pytest.approx(100 * rob["drop"])
+        perts = [v for p, v in rob.items() if p not in ("clean", "score")]
+        assert len(perts) == 5
+        assert t3.value(k, "Avg (%)") == pytest.approx(100 * sum(perts) / 5)
+        if rob["score"] is None:  # clean accuracy at or below chance: blank, footnoted
+            assert t3.value(k, "Score") is None and cell_notes(t3, k, "Score")
+        else:
+            assert t3.value(k, "Score") == pytest.approx(rob["score"])
+    ref = t3.find(source="paper (L scale)")  # one per family with measured rows
+    assert [t3.value(k, "model") for k in ref] == ["Transformer", "H-Net 1-stage", "H-Net 2-stage"]
+    assert [t3.value(k, "Score") for k in ref[:2]] == [20.2, 37.2]
+
+
+def test_tables_4_and_5_match_eval_json(real_sweep):
+    _, tables, runs = real_sweep
+    t4, t5 = tables["table4"], tables["table5"]
+    zh = next(r for r in runs.values() if r.domain == "zh")
+    ev = load(zh.path, "eval.json")
+    (i,) = t4.find(source="measured", run=zh.name)
+    assert t4.value(i, "BPIC") == ev["bytes_per_chunk"]["stage1"]  # innermost of two stages
+    assert t4.value(i, "BPB") == ev["bpb"]["zh/val"]
+    assert t4.value(i, "hnb_cont_zh acc_norm (%)") == pytest.approx(
+        100 * ev["tasks"]["hnb_cont_zh"]["acc_norm"]
+    )
+    (p,) = t4.find(source="paper (XL-like)")
+    assert (t4.value(p, "model"), t4.value(p, "BPIC"), t4.value(p, "BPB")) == (
+        "H-Net 2-stage",
+        5.81,
+        0.7032,
+    )
+
+    dna = next(r for r in runs.values() if r.domain == "dna")
+    ev = load(dna.path, "eval.json")
+    (i,) = t5.find(source="measured", run=dna.name)
+    assert t5.value(i, "BPB") == ev["bpb"]["dna/val"]
+    assert t5.value(i, "ppl") == ev["ppl_per_bp"]["dna/val"]
+    assert t5.value(i, "ppl") == pytest.approx(2 ** ev["bpb"]["dna/val"], rel=1e-6)
+    assert t5.value(i, "params") == load(dna.path, "summary.json")["params"]
+    paper = t5.find(source="paper (HG38)")
+    assert paper and all(t5.value(k, "run") is None for k in paper)
 
 
 def test_figures_show_the_runs(real_sweep):
-    sweep, rep = real_sweep
-    runs = R.load_sweep(sweep, print)
-    by_name = {r.name: r for r in runs}
-    ax = F.bpb_vs_bytes(runs).axes[0]
-    assert ax.get_xlabel() == "training data (bytes)" and ax.get_xscale() == "log"
-    assert len(ax.lines) == 3
-    for line in ax.lines:
-        run = next(r for r in runs if r.label == line.get_label())
-        vals = [m for m in map(json.loads, (run.path / "metrics.jsonl").read_text().splitlines())
-                if m.get("split") == "val"]
-        assert list(line.get_ydata()) == [m["val_bpb"] for m in vals]
-        assert list(line.get_xdata()) == [m["bytes_seen"] for m in vals]
+    _, _, by_id = real_sweep
+    runs = list(by_id.values())
+    fig = F.bpb_vs_bytes(runs)
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["domain: en", "domain: zh", "domain: dna"]
+    for ax in fig.axes[:3]:
+        assert ax.get_xlabel() == "training data (bytes)" and ax.get_xscale() == "log"
+        assert ax.get_ylabel() == "validation BPB (bits/byte)"
+    assert [len(ax.lines) for ax in fig.axes[:3]] == [3, 1, 1]
+    for ax in fig.axes[:3]:
+        for line in ax.lines:
+            run = next(r for r in runs if r.label == line.get_label())
+            vals = [
+                m
+                for m in map(json.loads, (run.path / "metrics.jsonl").read_text().splitlines())
+                if m.get("split") == "val"
+            ]
+            assert list(line.get_xdata()) == [m["bytes_seen"] for m in vals]
+            assert list(line.get_ydata()) == [m["val_bpb"] for m in vals]
 
-    (fit,) = F.scaling_fits(runs)  # H-Net has two budgets; LlamaByte one
-    a, b = by_name["hnet-1stage-3"], by_name["hnet-1stage-6"]
-    (c1, y1), (c2, y2) = [(load(r.path, "summary.json")["flops_seen"],
-                           load(r.path, "eval.json")["bpb"]["en/val"]) for r in (a, b)]
-    assert fit.family == "hnet-1stage" and fit.n == 2
+    (fit,) = F.scaling_fits(runs)  # only the English H-Net has two budgets (3 and 6 steps)
+    a, b = sorted((r for r in runs if r.family == "hnet-1stage"), key=lambda r: r.train_flops)
+    (c1, y1), (c2, y2) = [
+        (load(r.path, "summary.json")["flops_seen"], load(r.path, "eval.json")["bpb"]["en/val"])
+        for r in (a, b)
+    ]
+    assert (fit.domain, fit.family, fit.n) == ("en", "hnet-1stage", 2)
     assert fit.b == pytest.approx(math.log(y2 / y1) / math.log(c2 / c1))
     ax = F.bpb_vs_flops(runs).axes[0]
-    assert (ax.get_xscale(), ax.get_yscale(), ax.get_ylabel()) == ("log", "log",
-                                                                  "validation BPB (bits/byte)")
+    assert (ax.get_xscale(), ax.get_yscale(), ax.get_xlabel()) == (
+        "log",
+        "log",
+        "training compute (FLOPs)",
+    )
     pts = sorted(tuple(p) for coll in ax.collections for p in coll.get_offsets())
     assert len(pts) == 3 and (c1, y1) in pts and (c2, y2) in pts
+    fit_line = next(ln for ln in ax.lines if ln.get_label().startswith("hnet-1stage fit"))
+    assert fit_line.get_ydata()[0] == pytest.approx(y1) and fit_line.get_linestyle() == "--"
 
     ax = F.bytes_per_chunk(runs).axes[0]
-    assert len(ax.lines) == 2  # the two H-Net runs, stage 0; LlamaByte has no chunks
+    assert ax.get_ylabel() == "bytes per chunk (bytes)"
+    labels = sorted(ln.get_label() for ln in ax.lines)
+    zh = next(r for r in runs if r.domain == "zh")
+    assert sum(lab.startswith(zh.label + " stage") for lab in labels) == 2  # two stages
+    assert len(labels) == 5  # 2 English H-Nets + 2 stages of the zh one + the DNA H-Net
     metrics = [json.loads(x) for x in (b.path / "metrics.jsonl").read_text().splitlines()]
-    want = [m["stage0/bytes_per_chunk"] for m in metrics if "stage0/bytes_per_chunk" in m]
-    line = next(ln for ln in ax.lines if ln.get_label().startswith(b.label))
-    assert list(line.get_ydata()) == want
+    line = next(ln for ln in ax.lines if ln.get_label() == f"{b.label} stage 0")
+    assert list(line.get_ydata()) == [
+        m["stage0/bytes_per_chunk"] for m in metrics if "stage0/bytes_per_chunk" in m
+    ]
 
-    ax = F.robustness(runs).axes[0]
-    assert len(ax.containers) == 1 and len(ax.containers[0]) == 6  # clean + 5 perturbations
+    fig = F.robustness(runs)
+    assert sorted(ax.get_title() for ax in fig.axes if ax.get_title()) == [
+        "task: hnb_cont_dna",
+        "task: hnb_cont_en",
+        "task: hnb_cont_zh",
+    ]
+    ax = next(ax for ax in fig.axes if ax.get_title() == "task: hnb_cont_en")
+    assert ax.get_ylabel() == "accuracy (%)" and len(ax.containers) == 3
+    for bars in ax.containers:
+        run = next(r for r in runs if r.label == bars.get_label())
+        rob = load(run.path, "eval.json")["robustness"]["hnb_cont_en"]
+        heights = [bar.get_height() for bar in bars]
+        assert heights[0] == pytest.approx(100 * rob["clean"])  # clean first, then perturbations
+        assert sorted(heights[1:]) == pytest.approx(
+            sorted(100 * v for k, v in rob.items() if k not in ("clean", "score"))
+        )
 
-    text = rep.report_md.read_text()
-    for name in ("bpb_vs_bytes", "bpb_vs_flops", "bytes_per_chunk", "robustness"):
-        assert f"figures/{name}.png" in text and (rep.out_dir / "figures" / f"{name}.pdf").is_file()
-    assert "hnet-1stage: BPB = " in text
+
+def test_report_md_links_existing_files(real_sweep):
+    sweep, _, _ = real_sweep
+    text = (sweep / "report.md").read_text()
+
+    links = re.findall(r"\]\(([^)]+)\)", text)
+    assert len(links) >= 5 * 3 + 4 * 3  # md/tex/csv per table, png twice + pdf per figure
+    for link in links:
+        assert (sweep / link).is_file(), link
+    for key in ("runs", "table2", "table3", "table4", "table5"):
+        assert f"tables/{key}.md" in text
+    assert "hnet-1stage: BPB = " in text  # the fit's formula
