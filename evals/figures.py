@@ -48,6 +48,15 @@ FLOPS_LABEL = "training compute (FLOPs)"
 BPB_LABEL = "validation BPB (bits/byte)"
 
 
+
+def _readable_log_ticks(axis) -> None:  # noqa: ANN001 - a matplotlib Axis
+    """Log axes spanning under a decade get crowded minor labels: label 1-2-5 steps in SI form."""
+    import matplotlib.ticker as mticker
+
+    axis.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(mticker.EngFormatter(sep=""))
+    axis.set_minor_formatter(mticker.NullFormatter())
+
 def family_color(family: str) -> str:
     """The family's fixed colour; unknown families get a stable colour from their name's hash."""
     return FAMILY_COLORS.get(family) or _EXTRA[zlib.crc32(family.encode()) % len(_EXTRA)]
@@ -116,6 +125,7 @@ def bpb_vs_bytes(runs: list[Run]) -> Figure | None:
                 sort=False,
             )
         ax.set_xscale("log")
+        _readable_log_ticks(ax.xaxis)
         ax.set(title=f"domain: {dom}", xlabel=BYTES_LABEL, ylabel=BPB_LABEL)
     _legend(fig, axes)
     return fig
@@ -215,6 +225,8 @@ def bpb_vs_flops(runs: list[Run]) -> Figure | None:
             )
         ax.set_xscale("log")
         ax.set_yscale("log")
+        _readable_log_ticks(ax.xaxis)
+        _readable_log_ticks(ax.yaxis)
         ax.set(title=f"domain: {dom}", xlabel=FLOPS_LABEL, ylabel=BPB_LABEL)
     _legend(fig, axes)
     return fig

@@ -1073,6 +1073,29 @@ FIGURE_TITLES = {
 }
 
 
+CPU_CAVEATS = """## What a CPU-scale run can and cannot say
+
+These runs are laptop-sized: models of about 0.2-1.3M parameters, some 256 kB of training text
+each (the paper: 0.7-1.6B parameters on about 100B tokens), and tasks scored on a few dozen items.
+- They **can** show that the pipeline works end to end on every family: compute matching lands
+  within tolerance of the reference's FLOPs per byte, training lowers the loss, dynamic chunking
+  learns a compression ratio (bytes per chunk per stage), and every evaluation produces numbers.
+- They **cannot** confirm or refute the paper's claims. There is one seed per model, so BPB
+  differences between families are within run-to-run noise; routers are still settling; BPB is far
+  from converged (about 3-4 bits per byte against the paper's 0.74-0.76), and task accuracies sit
+  near chance with confidence intervals of about +-15 points at 32 items, so their differences
+  (and robustness scores computed from them) are noise. Use the paper-scale presets on GPUs
+  for claims.
+"""
+
+
+def _cpu_scale_caveats(runs: list[Run]) -> list[str]:
+    """The honest-numbers section, for sweeps with runs at laptop (cpu-*) scales."""
+    if not any(str(r.scale).startswith("cpu") for r in runs):
+        return []
+    return [*CPU_CAVEATS.splitlines(), ""]
+
+
 def _report_markdown(
     sweep: Path,
     out: Path,
@@ -1096,6 +1119,7 @@ def _report_markdown(
         "rows for runs at scales the paper has no row for; blank cells in paper rows are "
         "numbers the paper does not report.",
         "",
+        *_cpu_scale_caveats(runs),
         "## Machine (where this report was built)",
         "",
         f"- CPU: {m['cpu']} ({m['cores']} cores)",

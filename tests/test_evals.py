@@ -308,7 +308,8 @@ def test_boundary_pictures(run_dir, trained, tmp_path):
 def test_vocab_without_bos_is_a_one_line_error():
     from hnetbench.models import build_model
 
-    cfg = resolve(overrides=[o for o in TINY if not o.startswith("model.vocab_size")])
+    cfg = resolve(overrides=[o for o in TINY if not o.startswith("model.vocab_size")]
+                  + ["model.vocab_size=256"])
     model = build_model(cfg.model)  # vocab 256: no room for the byte tokenizer's BOS (256)
     with pytest.raises(ValueError, match="model.vocab_size 256 is smaller"):
         evaluate_bpb(model, get_tokenizer(DataConfig()), [b"abc"], seq_len=8)
