@@ -18,11 +18,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("hnetbench.models.commands", "list model presets with parameters and FLOPs/byte"),
     "flops": ("hnetbench.flops_command", "analytic FLOPs per byte of a preset or config"),
     "train": ("hnetbench.train.commands", "train one model from a config (resumable)"),
-    "eval": ("hnetbench.evals.commands", "evaluate a checkpoint: bpb, lm (lm-eval tasks), robustness"),
+    "eval": ("hnetbench.evals.commands",
+             "evaluate a checkpoint: bpb, lm (lm-eval tasks), robustness"),
     "viz": ("hnetbench.evals.viz_commands", "render chunk boundaries of a checkpoint on a text"),
     "generate": ("hnetbench.models.generate_command", "sample bytes from a checkpoint"),
     "sweep": ("hnetbench.sweeps.commands", "run, inspect or cancel a sweep of runs"),
-    "report": ("hnetbench.evals.report_commands", "build tables and figures from a sweep's results"),
+    "report": ("hnetbench.evals.report_commands",
+               "build tables and figures from a sweep's results"),
     "reproduce": ("hnetbench.sweeps.reproduce", "train, evaluate and report a preset end to end"),
 }
 

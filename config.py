@@ -150,7 +150,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     if origin is list:
         (item_tp,) = typing.get_args(tp) or (Any,)
-        if isinstance(value, (int, float, str)) and not isinstance(value, bool) and item_tp in (int, float):
+        scalar = isinstance(value, (int, float, str)) and not isinstance(value, bool)
+        if scalar and item_tp in (int, float):
             value = [value]  # a single value broadcasts to a one-element list
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -17,14 +16,9 @@ import torch
 
 
 def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from hnetbench.evals.report import cpu_model
+
+    cpu = cpu_model()
     info = {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
     if torch.cuda.is_available():
@@ -37,7 +31,9 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_fn(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, device: str = "cpu") -> float:
+def time_fn(
+    fn: Callable[[], object], repeats: int = 5, warmup: int = 1, device: str = "cpu"
+) -> float:
     """Median wall seconds of `fn()` over `repeats` calls after `warmup` calls."""
     for _ in range(warmup):
         fn()

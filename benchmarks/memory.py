@@ -44,9 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     rows = []
     for fam in FAMILIES:
-        code = CHILD.format(bench=str(Path(__file__).resolve().parent), preset=f"{fam}@{args.scale}",
-                            batch=args.batch, seq=args.seq_bytes)
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        code = CHILD.format(bench=str(Path(__file__).resolve().parent),
+                            preset=f"{fam}@{args.scale}", batch=args.batch, seq=args.seq_bytes)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True)
         res = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append({"preset": f"{fam}@{args.scale}", "peak_MiB": res["peak_bytes"] / 2**20,
                      "device": res["device"]})

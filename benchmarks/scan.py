@@ -14,7 +14,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, print_table, time_fn, write_json  # noqa: E402
-
 from hnetbench.models.mamba2 import ssd_chunked, ssd_naive  # noqa: E402
 
 

@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for scale in args.scales:
         for fam in args.families:
-            r = bench_family(f"{fam}@{scale}", args.batch, args.seq_bytes, args.device, args.repeats)
+            r = bench_family(f"{fam}@{scale}", args.batch, args.seq_bytes, args.device,
+                             args.repeats)
             r["scale"] = scale
             r["mfu"] = r["train_flops_per_byte"] * r["bytes_per_s"] / peak
             rows.append(r)

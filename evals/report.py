@@ -188,32 +188,29 @@ def _num(v: Any) -> float | None:
     return None if math.isnan(float(v)) else float(v)
 
 
-def _read_json(path: Path, warn: Warn) -> dict:
+def _read_mapping(path: Path, warn: Warn, kind: str) -> dict:
+    """A JSON object or YAML mapping from `path`; {} (with one warning line) when unreadable."""
     if not path.is_file():
         return {}
+    parse = json.loads if kind == "JSON" else yaml.safe_load
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        warn(f"{path}: corrupt JSON ({e.__class__.__name__}); skipped")
+        data = parse(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as e:
+        warn(f"{path}: corrupt {kind} ({e.__class__.__name__}); skipped")
         return {}
     if not isinstance(data, dict):
-        warn(f"{path}: expected a JSON object, got {type(data).__name__}; skipped")
+        expected = "a JSON object" if kind == "JSON" else "a mapping"
+        warn(f"{path}: expected {expected}, got {type(data).__name__}; skipped")
         return {}
     return data
+
+
+def _read_json(path: Path, warn: Warn) -> dict:
+    return _read_mapping(path, warn, "JSON")
 
 
 def _read_yaml(path: Path, warn: Warn) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        warn(f"{path}: corrupt YAML ({e.__class__.__name__}); skipped")
-        return {}
-    if not isinstance(data, dict):
-        warn(f"{path}: expected a mapping, got {type(data).__name__}; skipped")
-        return {}
-    return data
+    return _read_mapping(path, warn, "YAML")
 
 
 def _read_jsonl(path: Path, warn: Warn) -> list[dict]:
@@ -976,15 +973,19 @@ def build_tables(runs: list[Run]) -> dict[str, Table]:
 # ----------------------------------------------------------------------------- the report
 
 
-def machine_info() -> dict[str, str]:
-    cpu = platform.processor() or platform.machine()
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, str]:
+    cpu = cpu_model()
     try:
         from importlib.metadata import version
 
