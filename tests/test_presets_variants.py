@@ -1,6 +1,7 @@
-"""Every cpu-tiny preset (each family, each ablation switch) and the ratio / layout / LR-multiplier
-variants train 30 steps on CPU through the product path (`train.train` over the embedded corpus)
-with a finite, clearly decreasing loss."""
+"""The ablation knobs that are overrides rather than presets (ratio target and weight, encoder/
+decoder layout, LR multipliers) train 30 steps on CPU through the product path (`train.train`
+over the embedded corpus) with a finite, clearly decreasing loss. Every preset family and
+switch preset is trained in tests/test_presets_train.py; here we check the registry has them all."""
 
 from __future__ import annotations
 
@@ -59,14 +60,6 @@ def assert_learns(losses: list[float]) -> None:
     # ~0.8 nats is the smallest drop seen (BPE, whose first loss is ln 512); 0.3 leaves room
     # for noise while a model that does not learn (or learns a constant) cannot pass
     assert late < early - 0.3, (early, late, losses)
-
-
-@pytest.mark.parametrize("preset", PRESETS)
-def test_preset_trains(tmp_path, preset):
-    losses, summary = run_losses(tmp_path, preset, [])
-    family = preset.split("@")[0]
-    assert summary["domain"] == ("dna" if family.endswith("-dna") or "-dna-" in family else "en")
-    assert_learns(losses)
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
