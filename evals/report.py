@@ -859,6 +859,11 @@ def table5(runs: list[Run]) -> Table | None:
         narrowed = [k for k in rows if paper["rows"]["DNA"][k]["main"][:1] == main]
         return narrowed or rows
 
+    def add_paper_row(k: str, source: str) -> None:
+        p = paper["rows"]["DNA"][k]
+        t.add(source=source, model=k, scale="DNA", main=p["main"], params=p["params"],
+              ppl=p["ppl"])
+
     beside: list[str] = []
     for r in runs:
         bpb, note = r.bpb()
@@ -881,28 +886,12 @@ def table5(runs: list[Run]) -> Table | None:
         keys = paper_rows(r)
         if paper_scale(r.scale) == "DNA":
             for k in keys:
-                p = paper["rows"]["DNA"][k]
-                t.add(
-                    source="paper",
-                    model=k,
-                    scale="DNA",
-                    main=p["main"],
-                    params=p["params"],
-                    ppl=p["ppl"],
-                )
+                add_paper_row(k, "paper")
                 beside.append(k)
         shown += [k for k in keys if k not in shown]
     for k in shown:
         if k not in beside:
-            p = paper["rows"]["DNA"][k]
-            t.add(
-                source="paper (HG38)",
-                model=k,
-                scale="DNA",
-                main=p["main"],
-                params=p["params"],
-                ppl=p["ppl"],
-            )
+            add_paper_row(k, "paper (HG38)")
     return t
 
 
