@@ -18,7 +18,7 @@ reproduce: setup
 	$(BIN)/hnetbench reproduce
 
 test: setup
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests; rc=$$?; [ -z "$(PYTEST_EXIT_FILE)" ] || echo $$rc > $(PYTEST_EXIT_FILE); exit $$rc
 
 lint: setup
 	$(BIN)/ruff check .
