@@ -67,14 +67,13 @@ DRIVER = textwrap.dedent("""\
                 mark(label + "-")
         setattr(owner, name, wrapper)
 
-    from hnetbench.evals import commands, report
+    from hnetbench.evals import commands
     from hnetbench.sweeps import executors, job, runner
     from hnetbench.train import checkpoint, trainer
     traced(trainer.Trainer, "train_step", "train")
     traced(trainer.Trainer, "_eval", "val")
     traced(checkpoint, "save_checkpoint", "ckpt")
     traced(commands, "main", "eval")
-    traced(report, "build_report", "report")
 
     def inproc(spec, sweep_dir, run_dirs, max_parallel, log):
         return {str(rd): job.run_job(rd)["state"] for rd in run_dirs}
@@ -83,6 +82,8 @@ DRIVER = textwrap.dedent("""\
     executors.WAITS["inproc"] = True
     mark("start")
     rc = runner.run_sweep(spec, executor="inproc", results=results, log=lambda m: None)
+    from hnetbench.evals import report  # matplotlib: imported only when the report is due
+    traced(report, "build_report", "report")
     report.build_report(Path(results) / "crash", warn=lambda m: None)
     mark("done")
     sys.exit(rc)
@@ -130,16 +131,34 @@ def _durations(marks: list[tuple[float, str]]) -> dict[str, float]:
     return {k: sorted(v)[len(v) // 2] for k, v in spans.items()}
 
 
+def _drop_wall_column(text: str) -> str:
+    """The runs table with its `wall (s)` column emptied (md, tex, csv: cells split on | & ,)."""
+    lines = text.splitlines()
+    header = next(line for line in lines if "wall (s)" in line)
+    sep = next(c for c in "|&," if c in header)
+    head = header.split(sep)
+    col = next(i for i, c in enumerate(head) if c.strip().startswith("wall (s)"))
+
+    def blank(cell: str) -> str:  # keep a LaTeX row end
+        return "\\\\" if cell.rstrip().endswith("\\\\") else ""
+
+    return "\n".join(sep.join(blank(c) if i == col else c for i, c in enumerate(cells))
+                     if len(cells := line.split(sep)) == len(head) else line for line in lines)
+
+
 def _artefacts(sweep: Path) -> dict[str, bytes]:
     """Every final result file as bytes: weights, metrics, summaries, eval JSON, report tables.
-    metrics.jsonl and summary.json drop their wall-clock fields (throughput, MFU, wall time);
-    every loss, BPB and count in them stays."""
+    Wall-clock measurements are dropped (throughput and MFU in metrics.jsonl, wall time in
+    summary.json and the runs table: a killed run rightly counts more seconds); every loss, BPB,
+    count and every other table cell stays."""
     out: dict[str, bytes] = {}
     for p in sorted(sweep.rglob("*")):
         rel = str(p.relative_to(sweep))
         if not p.is_file():
             continue
-        if p.name in ("model.safetensors", "state.safetensors", "eval.json", "config.yaml") \
+        if rel.startswith("tables/runs."):
+            out[rel] = _drop_wall_column(p.read_text()).encode()
+        elif p.name in ("model.safetensors", "state.safetensors", "eval.json", "config.yaml") \
                 or rel.startswith("tables/"):
             out[rel] = p.read_bytes()
         elif p.name == "metrics.jsonl":
@@ -198,8 +217,10 @@ def test_random_sigkills_leave_results_bitwise_equal(tmp_path):
         aim = rng.choice(aims)
         nth = rng.randint(1, 3) if aim == "train" else rng.randint(1, 2) if aim == "ckpt" else 1
         fire_at = t_launch + rng.uniform(0.0, rerun_s) if aim == "any" else None
+        size = 0
         while proc.poll() is None:
-            if fire_at is None:
+            if fire_at is None and trace.exists() and trace.stat().st_size != size:
+                size = trace.stat().st_size
                 entries = [t for t, label in _marks(trace) if label == aim + "+"]
                 if len(entries) >= nth:
                     fire_at = time.monotonic() + rng.uniform(0.0, dur.get(aim, 0.05))
