@@ -1,17 +1,21 @@
 """Randomized crash test: a tiny sweep (two tiny models: train, checkpoints, evals, report) is
-SIGKILLed at seeded random moments, at least 20 times, and rerun after every kill. Every final
-artefact must be bitwise equal to an uninterrupted run's, and no temp file or stale lock may be
-left. Kill moments are spread over the phases by aiming each kill at the k-th entry into a chosen
-phase (train step, checkpoint write, evaluation, report writing; or any moment) plus a random
-fraction of that phase's measured duration; where each kill actually landed is read back from a
-trace the victim writes, and the distribution is printed and saved as kill_points.json."""
+SIGKILLed at seeded random moments, at least 20 times, and rerun after every kill (each attempt
+is a real process, forked from a server that imported everything once, so reruns skip start-up).
+Every final artefact must be bitwise equal to an uninterrupted run's, and no temp file or stale
+lock may be left. Kill moments are spread over the phases by aiming each kill at the k-th entry
+into a chosen phase (train step, checkpoint write, evaluation, report writing; or any moment)
+plus a random fraction of that phase's measured duration; where each kill actually landed is
+read back from a trace the victim writes, and the distribution is printed and saved as
+kill_points.json."""
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -45,13 +49,19 @@ eval:
 """
 
 # The victim: the sweep runner with an in-process executor (each run's job — lock, status,
-# train, evals — runs in this process, so one SIGKILL hits whatever it is doing), then the report.
-# Entry/exit of each phase is appended to a trace file with one unbuffered write per mark.
-DRIVER = textwrap.dedent("""\
-    import os, sys, time
+# train, evals — runs in the victim, so one SIGKILL hits whatever it is doing), then the report.
+# Victims are forked from a server that imported torch, hnetbench and matplotlib once, so a rerun
+# costs no start-up; each is a real process, killed with SIGKILL. Entry and exit of each phase
+# are appended to the attempt's trace file, one unbuffered write per mark.
+FORK_SERVER = textwrap.dedent("""\
+    import ctypes, os, signal, sys, time, traceback
     from pathlib import Path
-    spec, results, trace = sys.argv[1:4]
-    fd = os.open(trace, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = -1
+
+    def die_with_parent():  # PR_SET_PDEATHSIG: no orphan if the test (or server) is killed
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+
+    die_with_parent()
 
     def mark(label):
         os.write(fd, f"{time.monotonic():.6f} {label}\\n".encode())
@@ -67,35 +77,101 @@ DRIVER = textwrap.dedent("""\
                 mark(label + "-")
         setattr(owner, name, wrapper)
 
-    from hnetbench.evals import commands
+    import torch._dynamo  # noqa: F401 (the sweep planner's meta-device models import it)
+    from hnetbench.evals import commands, figures, report  # noqa: F401 (imported once, here)
     from hnetbench.sweeps import executors, job, runner
     from hnetbench.train import checkpoint, trainer
     traced(trainer.Trainer, "train_step", "train")
     traced(trainer.Trainer, "_eval", "val")
     traced(checkpoint, "save_checkpoint", "ckpt")
     traced(commands, "main", "eval")
+    traced(report, "build_report", "report")
 
     def inproc(spec, sweep_dir, run_dirs, max_parallel, log):
         return {str(rd): job.run_job(rd)["state"] for rd in run_dirs}
 
     executors.register_executor("inproc")(inproc)
     executors.WAITS["inproc"] = True
-    mark("start")
-    rc = runner.run_sweep(spec, executor="inproc", results=results, log=lambda m: None)
-    from hnetbench.evals import report  # matplotlib: imported only when the report is due
-    traced(report, "build_report", "report")
-    report.build_report(Path(results) / "crash", warn=lambda m: None)
-    mark("done")
-    sys.exit(rc)
+
+    def victim(spec, results, trace):
+        global fd
+        fd = os.open(trace, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        mark("start")
+        rc = runner.run_sweep(spec, executor="inproc", results=results, log=lambda m: None)
+        report.build_report(Path(results) / "crash", warn=lambda m: None)
+        mark("done")
+        return rc
+
+    for line in sys.stdin:
+        pid = os.fork()
+        if pid == 0:
+            die_with_parent()
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # stdout is the server's channel
+            try:
+                rc = victim(*line.split())
+            except BaseException:
+                traceback.print_exc()
+                rc = 1
+            sys.stderr.flush()
+            os._exit(rc)
+        sys.stdout.write(f"{pid}\\n")
+        sys.stdout.flush()
+        sys.stdout.write(f"{os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])}\\n")
+        sys.stdout.flush()
 """)
 
+
+class ForkServer:
+    """Starts victims (`start` -> pid) and reports how each ended (`poll`: exit status, -9 for a
+    SIGKILL, or None while it runs)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.err = tmp / "victims.err"
+        self.proc = subprocess.Popen([sys.executable, "-c", FORK_SERVER], env=ENV, bufsize=0,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.err.open("wb"))
+        self.buf = b""
+
+    def _line(self, timeout: float) -> str | None:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            wait = deadline - time.monotonic()
+            if wait < 0 or not select.select([self.proc.stdout], [], [], wait)[0]:
+                return None
+            data = os.read(self.proc.stdout.fileno(), 4096)
+            assert data, f"fork server died: {self.stderr()}"
+            self.buf += data
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode()
+
+    def start(self, *args: str | Path) -> int:
+        self.proc.stdin.write((" ".join(map(str, args)) + "\n").encode())
+        return int(self._line(600))
+
+    def poll(self, timeout: float = 0.0) -> int | None:
+        line = self._line(timeout)
+        return None if line is None else int(line)
+
+    def wait(self) -> int:
+        rc = self.poll(600)
+        assert rc is not None, "a victim ran for more than 10 minutes"
+        return rc
+
+    def stderr(self) -> str:
+        return self.err.read_text()[-3000:]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+    def kill(self) -> None:
+        """The server, and with it (PR_SET_PDEATHSIG) a victim still running."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
 TIMING_KEYS = {"bytes_per_s", "mfu", "wall_s"}  # wall-clock measurements, not results
-
-
-def _launch(tmp: Path, results: Path, trace: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", DRIVER, str(tmp / "crash.yaml"), str(results),
-                             str(trace)], env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
 
 
 def _marks(trace: Path) -> list[tuple[float, str]]:
@@ -179,15 +255,24 @@ def test_random_sigkills_leave_results_bitwise_equal(tmp_path):
     rng = random.Random(SEED)
     (tmp_path / "crash.yaml").write_text(SPEC)
 
-    ref_results, ref_trace = tmp_path / "ref", tmp_path / "ref.trace"
     t0 = time.monotonic()
-    ref = _launch(tmp_path, ref_results, ref_trace)
-    assert ref.wait(timeout=600) == 0, ref.stderr.read().decode()[-3000:]
+    server = ForkServer(tmp_path)
+    try:
+        _crash_loop(tmp_path, server, rng, t0)
+    finally:
+        server.kill()
+
+
+def _crash_loop(tmp_path: Path, server: ForkServer, rng: random.Random, t0: float) -> None:
+    spec = tmp_path / "crash.yaml"
+    ref_results, ref_trace = tmp_path / "ref", tmp_path / "ref.trace"
+    server.start(spec, ref_results, ref_trace)
+    assert server.wait() == 0, server.stderr()
     ref_marks = _marks(ref_trace)
     dur = _durations(ref_marks)
-    total = ref_marks[-1][0] - t0
-    # a rerun with nothing left to train: start-up, the sweep's checks, the report
-    rerun_s = ref_marks[0][0] - t0 + dur["report"] + 0.5
+    total = ref_marks[-1][0] - ref_marks[0][0]
+    # a rerun with nothing left to train: the sweep's checks, then the report
+    rerun_s = dur["report"] + 0.5
     ref_sweep = ref_results / "crash"
     assert (ref_sweep / "report.md").is_file()
 
@@ -209,32 +294,33 @@ def test_random_sigkills_leave_results_bitwise_equal(tmp_path):
                 [p for p in ("report", "any") if left[p] > 0]
         if not aims and len(kills) < MIN_KILLS:
             aims = ["report", "any"]
+        pid = server.start(spec, results, trace)
         t_launch = time.monotonic()
-        proc = _launch(tmp_path, results, trace)
         if not aims:  # quotas met: the final, uninterrupted rerun
-            assert proc.wait(timeout=600) == 0, proc.stderr.read().decode()[-3000:]
+            assert server.wait() == 0, server.stderr()
             break
         aim = rng.choice(aims)
         nth = rng.randint(1, 3) if aim == "train" else rng.randint(1, 2) if aim == "ckpt" else 1
         fire_at = t_launch + rng.uniform(0.0, rerun_s) if aim == "any" else None
-        size = 0
-        while proc.poll() is None:
+        size, rc = 0, None
+        while rc is None:
             if fire_at is None and trace.exists() and trace.stat().st_size != size:
                 size = trace.stat().st_size
                 entries = [t for t, label in _marks(trace) if label == aim + "+"]
                 if len(entries) >= nth:
                     fire_at = time.monotonic() + rng.uniform(0.0, dur.get(aim, 0.05))
             if fire_at is not None and time.monotonic() >= fire_at:
-                proc.send_signal(signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):  # it may have just ended
+                    os.kill(pid, signal.SIGKILL)
+                rc = server.wait()
                 break
-            time.sleep(0.002)
-        rc = proc.wait(timeout=600)
+            rc = server.poll(0.002)
         if rc == -signal.SIGKILL:
             kills.append({"attempt": attempt, "aim": aim, "nth": nth,
                           "landed": _landed(_marks(trace))})
             left[aim] -= 1
         else:  # the phase did not come again (training or evals done): nothing was killed
-            assert rc == 0, proc.stderr.read().decode()[-3000:]
+            assert rc == 0, server.stderr()
             if aim in ("train", "ckpt"):
                 training = False
             if aim == "eval":
@@ -246,6 +332,7 @@ def test_random_sigkills_leave_results_bitwise_equal(tmp_path):
               "reference_s": round(total, 2), "rerun_s": round(rerun_s, 2),
               "phase_median_s": {k: round(v, 4) for k, v in dur.items()},
               "wall_s": round(time.monotonic() - t0, 1), "loadavg": os.getloadavg()}
+    server.close()
     (tmp_path / "kill_points.json").write_text(json.dumps(record, indent=1))
     print("\nkill points:", json.dumps(record["landed"]), f"({len(kills)} kills,"
           f" {attempt} processes, seed {SEED})")

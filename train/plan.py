@@ -145,23 +145,15 @@ def memory_estimate(run_cfg: RunConfig, world_size: int = 1) -> dict[str, int]:
     """A lower bound on the peak memory of one rank's training step, in bytes.
 
     Counts only what cannot be avoided: the loader's batch tensors (rows, inputs, targets,
-    doc_start: 4 int64 per position; they live on the host), and on the compute device the
-    output logits and their gradient (2 fp32 values per vocabulary entry per position) plus
-    weights, gradients and the two AdamW moments (4 fp32 values per parameter). Hidden
-    activations are left out, so a run refused by this bound can never have fitted."""
+    doc_start: 4 int64 per position; they live on the host) and, on the compute device, the
+    output logits and their gradient (2 fp32 values per vocabulary entry per position). Weights,
+    optimizer state and hidden activations come on top (counting parameters would mean building
+    the model first), so a run refused by this bound can never have fitted."""
     dc, mc = run_cfg.data, run_cfg.model
-    positions = dc.batch_size * dc.seq_len  # the loader builds the whole batch
     # BPE positions are fewer than bytes; 8 bytes/token keeps the bound below the real count
-    per_byte = 1.0 if dc.tokenizer == "bytes" else 1.0 / 8
-    rank_positions = int(positions * per_byte) // max(1, world_size)
-    try:
-        from hnetbench.models import count_parameters
-
-        params = int(count_parameters(mc))
-    except Exception:  # noqa: BLE001 - an estimate without the model still catches huge batches
-        params = 0
-    return {"host": int(positions * per_byte) * 4 * 8,
-            "device": rank_positions * mc.vocab_size * 4 * 2 + params * 4 * 4}
+    positions = int(dc.batch_size * dc.seq_len * (1.0 if dc.tokenizer == "bytes" else 1 / 8))
+    return {"host": positions * 4 * 8,
+            "device": positions // max(1, world_size) * mc.vocab_size * 4 * 2}
 
 
 def check_memory(run_cfg: RunConfig, device: torch.device, world_size: int = 1) -> None:
@@ -177,5 +169,5 @@ def check_memory(run_cfg: RunConfig, device: torch.device, world_size: int = 1) 
             raise ConfigError(
                 f"data.batch_size={dc.batch_size} x data.seq_len={dc.seq_len}: a training step "
                 f"needs at least {_gb(n)} of {where} memory (batch tensors, logits and their "
-                f"gradient, weights and AdamW state), but only {_gb(have)} is available; lower "
+                f"gradient), but only {_gb(have)} is available; lower "
                 f"data.batch_size (train.grad_accum keeps the tokens per step)")
