@@ -232,3 +232,25 @@ def test_oom_sized_batch_is_refused_before_allocating(tmp_path, capsys):
     assert not out.exists()
     grew_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak
     assert grew_kb < 1_000_000  # nothing near the batch's size was allocated
+
+
+def test_atomic_writes_remove_temps_of_dead_writers_only(tmp_path):
+    import socket
+    import subprocess
+
+    from hnetbench.config import atomic_write_text
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # reaped: its pid is free
+    host = socket.gethostname()
+    target = tmp_path / "eval.json"
+    stale = tmp_path / f".eval.json.tmp.{dead.pid}.{host}"
+    live = tmp_path / f".eval.json.tmp.{os.getppid()}.{host}"  # a writer still running
+    remote = tmp_path / f".eval.json.tmp.{dead.pid}.elsewhere"  # cannot tell on another host
+    other = tmp_path / f".summary.json.tmp.{dead.pid}.{host}"  # another file's temp
+    for p in (stale, live, remote, other):
+        p.write_text("half")
+    atomic_write_text(target, "{}\n")
+    assert target.read_text() == "{}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [target.name, live.name, remote.name, other.name])
