@@ -6,12 +6,15 @@ the key). The resolved config is saved next to every output with `save_config`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
+import socket
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -288,16 +291,55 @@ def config_hash(cfg: Any, length: int = 12) -> str:
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write via a temp file + rename so a kill never leaves a half-written file."""
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | os.PathLike) -> None:
+    """Delete the temp files of `path` that killed writers on this host left behind (their
+    name carries host and pid, so a live writer's, or another host's, is never touched)."""
+    p = Path(path)
+    prefix = f".{p.name}.tmp."
+    suffix = f".{socket.gethostname()}"
+    if not p.parent.is_dir():
+        return
+    for q in p.parent.iterdir():
+        pid = q.name[len(prefix):-len(suffix)] if q.name.endswith(suffix) else ""
+        if q.name.startswith(prefix) and pid.isdigit() and not _pid_alive(int(pid)):
+            q.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp name next to `path`; when the block ends without error, fsync it and rename
+    it to `path`, so a kill never leaves a half-written file. Stale temps of earlier killed
+    writers of the same file are removed first."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
+    remove_stale_temps(p)
+    tmp = p.with_name(f".{p.name}.tmp.{os.getpid()}.{socket.gethostname()}")
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write via a temp file + rename so a kill never leaves a half-written file."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, p)
 
 
 def save_config(cfg: Any, path: str | os.PathLike) -> None:

@@ -6,7 +6,6 @@ One fixed colour per model family (`FAMILY_COLORS`) across every figure; axes ca
 
 from __future__ import annotations
 
-import os
 import re
 import zlib
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ matplotlib.use("Agg")  # headless: reports are built on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
+from hnetbench.config import atomic_path  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 if TYPE_CHECKING:
@@ -343,9 +343,8 @@ def save_figure(fig: Figure, path_stem: Path) -> list[Path]:
     out = []
     for ext in ("png", "pdf"):
         p = path_stem.with_suffix(f".{ext}")
-        tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-        fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
-        os.replace(tmp, p)
+        with atomic_path(p) as tmp:
+            fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
         out.append(p)
     return out
 

@@ -1,8 +1,12 @@
 """Checkpoint files: pickle-free round trip of weights, optimizer and RNG states, atomic
-replacement, keep_last pruning, and one-line errors for corrupt or truncated files."""
+replacement, keep_last pruning, and one-line errors for corrupt or truncated files; the trainer's
+faults: fallback past a corrupt latest checkpoint, a --force over another config's run that
+writes nothing, an OOM-sized batch refused before allocating."""
 
 import json
+import os
 import random
+import re
 
 import numpy as np
 import pytest
@@ -120,3 +124,133 @@ def test_state_encoding_handles_rng_and_nested_types():
     assert torch.equal(back["x"], torch.arange(3))
     with pytest.raises(TypeError, match="cannot serialise"):
         ck.encode_state({"f": object()}, {})
+
+
+# ----------------------------------------------------------------------------- trainer faults
+
+TINY_RUN = ["hnet-1stage@cpu-tiny", "data.seq_len=64", "data.batch_size=4", "train.steps=6",
+            "train.ckpt_every=2", "train.keep_last=3", "train.eval_every=0",
+            "train.eval_batches=1", "train.log_every=1"]
+
+
+def _snapshot(root):
+    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_corrupt_latest_checkpoint_falls_back_loudly_and_exactly(tmp_path, capsys):
+    from hnetbench.train import train
+    from hnetbench.train.commands import resolve_run_config
+
+    run_cfg = resolve_run_config(TINY_RUN[0], TINY_RUN[1:])
+    ref, out = tmp_path / "ref", tmp_path / "run"
+    train(run_cfg, ref)
+    train(run_cfg, out, max_steps=4)
+    victim = out / "ckpt" / "step_000004" / "state.safetensors"
+    victim.write_bytes(victim.read_bytes()[:-7])  # truncated
+    capsys.readouterr()
+    assert train(run_cfg, out)["steps"] == 6
+    said = [x for x in capsys.readouterr().err.splitlines() if "skipped" in x]
+    assert len(said) == 1 and "step_000002 (step 2)" in said[0], said
+    assert f"{victim}: checksum mismatch" in said[0]
+    events = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()
+              if '"event"' in x]
+    assert len(events) == 1 and events[0]["event"] == "checkpoint_fallback"
+    assert events[0]["step"] == 2 and events[0]["resumed_from"].endswith("step_000002")
+    assert str(victim) in events[0]["skipped"][0]
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()
+             if '"loss"' in x]
+    assert steps == [1, 2, 3, 4, 5, 6]  # the lines past step 2 were dropped and rewritten
+    final = "ckpt/step_000006/model.safetensors"
+    assert (out / final).read_bytes() == (ref / final).read_bytes()  # fallback resumes exactly
+
+
+def test_no_checkpoint_verifies_is_one_line(tmp_path):
+    model, opt = _model_and_opt()
+    for step in (2, 4):
+        path = _save(tmp_path, step, model, opt)
+        (path / "state.json").write_text("{}")
+    with pytest.raises(ck.CheckpointError) as e:
+        ck.newest_valid_checkpoint(tmp_path / "ckpt")
+    msg = str(e.value)
+    assert msg.startswith("no checkpoint verifies: ") and "step_000004" in msg
+    assert "and 1 older ones" in msg and "\n" not in msg
+    assert ck.newest_valid_checkpoint(tmp_path / "nothing") == (None, None, [])
+
+
+def test_pruning_never_leaves_a_half_deleted_checkpoint(tmp_path, monkeypatch):
+    """A kill inside rmtree of a pruned checkpoint leaves only a hidden temp dir."""
+    model, opt = _model_and_opt()
+    for step in (2, 4):
+        _save(tmp_path, step, model, opt)
+
+    def killed(path, ignore_errors=False):
+        (path / "model.safetensors").unlink()
+        raise KeyboardInterrupt  # stands in for the kill, after part of the tree is gone
+
+    monkeypatch.setattr(ck.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _save(tmp_path, 6, model, opt)
+    monkeypatch.undo()
+    root = tmp_path / "ckpt"
+    assert [s for s, _ in ck.list_checkpoints(root)] == [4, 6]
+    assert [p.name for p in root.glob(".tmp_*")] == [f".tmp_old_step_000002_{os.getpid()}"]
+    ck.clean_temp(root)
+    assert sorted(p.name for p in root.iterdir()) == ["step_000004", "step_000006"]
+
+
+def test_force_over_another_configs_run_writes_nothing(tmp_path, capsys):
+    from hnetbench import cli
+
+    out = tmp_path / "run"
+    assert cli.main(["train", *TINY_RUN, "train.steps=2", "--out", str(out)]) == 0
+    before = _snapshot(out)
+    argv = ["train", "hnet-2stage@cpu-tiny", *TINY_RUN[1:], "train.steps=2", "--out", str(out),
+            "--force"]
+    capsys.readouterr()
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not fit the model" in err[0], err
+    assert _snapshot(out) == before  # config.yaml, metrics, summary, checkpoints untouched
+
+
+def test_oom_sized_batch_is_refused_before_allocating(tmp_path, capsys):
+    import resource
+
+    from hnetbench import cli
+
+    out = tmp_path / "run"
+    argv = ["train", "hnet-1stage@cpu-tiny", "data.batch_size=100000", "data.seq_len=4096",
+            "--out", str(out)]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "data.batch_size=100000 x data.seq_len=4096" in err[0]
+    need, have = re.findall(r"([\d.]+) GB", err[0])
+    assert float(need) > 400 and float(have) < float(need)  # 409.6M positions x 257 logits
+    assert not out.exists()
+    grew_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak
+    assert grew_kb < 1_000_000  # nothing near the batch's size was allocated
+
+
+def test_atomic_writes_remove_temps_of_dead_writers_only(tmp_path):
+    import socket
+    import subprocess
+
+    from hnetbench.config import atomic_write_text
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # reaped: its pid is free
+    host = socket.gethostname()
+    target = tmp_path / "eval.json"
+    stale = tmp_path / f".eval.json.tmp.{dead.pid}.{host}"
+    live = tmp_path / f".eval.json.tmp.{os.getppid()}.{host}"  # a writer still running
+    remote = tmp_path / f".eval.json.tmp.{dead.pid}.elsewhere"  # cannot tell on another host
+    other = tmp_path / f".summary.json.tmp.{dead.pid}.{host}"  # another file's temp
+    for p in (stale, live, remote, other):
+        p.write_text("half")
+    atomic_write_text(target, "{}\n")
+    assert target.read_text() == "{}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [target.name, live.name, remote.name, other.name])

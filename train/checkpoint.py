@@ -8,8 +8,10 @@ A checkpoint is a directory `ckpt/step_000050/` holding
   config.yaml         the resolved RunConfig, so a checkpoint directory is self-contained
   checkpoint.json     written last: step and the SHA-256 of every file above
 It is written into a hidden temp directory and renamed into place, so a kill leaves either the
-old set of checkpoints or the new one, never a half-written directory. Loading verifies the
-checksums, so a truncated or corrupt file gives a one-line error naming it.
+old set of checkpoints or the new one, never a half-written directory; pruned or replaced
+checkpoints are renamed to a hidden temp name before they are deleted, for the same reason.
+Loading verifies the checksums, so a truncated or corrupt file gives a one-line error naming it;
+resuming falls back to the newest checkpoint that verifies (`newest_valid_checkpoint`).
 """
 
 from __future__ import annotations
@@ -173,22 +175,51 @@ def save_checkpoint(
     manifest = {"format": "hnetbench-ckpt-1", "step": step, "files": files}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     _fsync(tmp / MANIFEST)
-    if final.exists():  # re-saving the same step (e.g. after a --force resume)
-        shutil.rmtree(final)
+    if final.exists():  # re-saving the same step (a --force resume, or over a corrupt one)
+        _remove(final)
     os.replace(tmp, final)
     _fsync(root)
     if keep_last > 0:
         for _, old in list_checkpoints(root)[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+            _remove(old)
     return final
 
 
+def _remove(ckpt_dir: Path) -> None:
+    """Delete a checkpoint directory so that a kill midway never leaves a half-deleted
+    `step_*` behind: rename it to a hidden temp name first (clean_temp finishes the job)."""
+    doomed = ckpt_dir.with_name(f".tmp_old_{ckpt_dir.name}_{os.getpid()}")
+    os.replace(ckpt_dir, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
 def clean_temp(ckpt_root: str | os.PathLike) -> None:
-    """Remove temp directories a killed writer left behind."""
+    """Remove temp directories a killed writer (or pruner) left behind."""
     root = Path(ckpt_root)
     if root.is_dir():
-        for p in root.glob(".tmp_step_*"):
+        for p in root.glob(".tmp_*"):
             shutil.rmtree(p, ignore_errors=True)
+
+
+def newest_valid_checkpoint(
+    ckpt_root: str | os.PathLike,
+) -> tuple[Path | None, dict | None, list[str]]:
+    """The newest checkpoint under `ckpt_root` whose files all verify: (path, manifest,
+    one-line reasons for each newer checkpoint that did not verify, newest first).
+
+    (None, None, []) when there is no checkpoint at all; a CheckpointError (the newest one's
+    reason, and how many others failed) when checkpoints exist but none verifies, so a run never
+    silently starts over on top of its own corrupt state."""
+    skipped: list[str] = []
+    for _, path in reversed(list_checkpoints(ckpt_root)):
+        try:
+            return path, verify_checkpoint(path), skipped
+        except CheckpointError as e:
+            skipped.append(str(e))
+    if skipped:
+        more = f" (and {len(skipped) - 1} older ones)" if len(skipped) > 1 else ""
+        raise CheckpointError(f"no checkpoint verifies: {skipped[0]}{more}")
+    return None, None, []
 
 
 def resolve_checkpoint_dir(path: str | os.PathLike) -> Path:

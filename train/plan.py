@@ -4,6 +4,7 @@ budget, and which config changes a resume may accept."""
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import torch
@@ -116,3 +117,57 @@ def plan_steps(run_cfg: RunConfig, fwd_fpb: float | None) -> int:
     if tc.train_bytes > 0:
         return max(1, math.ceil(tc.train_bytes / bytes_per_step(run_cfg)))
     return tc.steps
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.1f} GB"
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes this process could still allocate: free device memory on CUDA, MemAvailable (else
+    physical RAM) on the host; None when the platform does not say."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def memory_estimate(run_cfg: RunConfig, world_size: int = 1) -> dict[str, int]:
+    """A lower bound on the peak memory of one rank's training step, in bytes.
+
+    Counts only what cannot be avoided: the loader's batch tensors (rows, inputs, targets,
+    doc_start: 4 int64 per position; they live on the host) and, on the compute device, the
+    output logits and their gradient (2 fp32 values per vocabulary entry per position). Weights,
+    optimizer state and hidden activations come on top (counting parameters would mean building
+    the model first), so a run refused by this bound can never have fitted."""
+    dc, mc = run_cfg.data, run_cfg.model
+    # BPE positions are fewer than bytes; 8 bytes/token keeps the bound below the real count
+    positions = int(dc.batch_size * dc.seq_len * (1.0 if dc.tokenizer == "bytes" else 1 / 8))
+    return {"host": positions * 4 * 8,
+            "device": positions // max(1, world_size) * mc.vocab_size * 4 * 2}
+
+
+def check_memory(run_cfg: RunConfig, device: torch.device, world_size: int = 1) -> None:
+    """One-line ConfigError, before anything is allocated, when the batch cannot fit."""
+    est = memory_estimate(run_cfg, world_size)
+    need = {"cpu": est["host"] + est["device"]} if device.type == "cpu" else \
+        {"cpu": est["host"], "cuda": est["device"]}
+    for kind, n in need.items():
+        have = available_memory(device if kind == device.type else torch.device("cpu"))
+        if have is not None and n > have:
+            dc = run_cfg.data
+            where = "GPU" if kind == "cuda" else "host"
+            raise ConfigError(
+                f"data.batch_size={dc.batch_size} x data.seq_len={dc.seq_len}: a training step "
+                f"needs at least {_gb(n)} of {where} memory (batch tensors, logits and their "
+                f"gradient), but only {_gb(have)} is available; lower "
+                f"data.batch_size (train.grad_accum keeps the tokens per step)")

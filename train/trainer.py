@@ -20,6 +20,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -145,20 +146,23 @@ class Trainer:
                               f"{env.world_size}, got {self.dc.batch_size}")
         self.step, self.bytes_seen, self.flops_seen, self.wall_prev = 0, 0, 0.0, 0.0
         self.last_ckpt: str | None = None
+        self.skipped_ckpts: list[str] = []
 
     # ------------------------------------------------------------------ setup
 
     def _resume_dir(self, force: bool) -> tuple[Path | None, dict | None]:
-        """The checkpoint to resume from (verified, config checked) and a finished run's summary
-        when there is nothing left to do."""
+        """The checkpoint to resume from (the newest that verifies, config checked) and a
+        finished run's summary when there is nothing left to do."""
         if self.env.is_main:
             ck.clean_temp(self.ckpt_root)
         barrier(self.env)
-        ckpts = ck.list_checkpoints(self.ckpt_root)
-        if not ckpts:
+        path, manifest, self.skipped_ckpts = ck.newest_valid_checkpoint(self.ckpt_root)
+        if path is None or manifest is None:
             return None, None
-        path = ckpts[-1][1]
-        manifest = ck.verify_checkpoint(path)
+        if self.skipped_ckpts and self.env.is_main:  # never silent: one line here, one in metrics
+            print(f"[{self.cfg.name}] resuming from {path} (step {manifest['step']}), the newest "
+                  f"checkpoint that verifies; skipped: {'; '.join(self.skipped_ckpts)}",
+                  file=sys.stderr, flush=True)
         changes = plan.config_changes(ck.checkpoint_config(path), self.cfg)
         if changes and not force:
             more = f" (+{len(changes) - 3} more)" if len(changes) > 3 else ""
@@ -166,7 +170,7 @@ class Trainer:
                 f"{path / 'config.yaml'}: config differs from the checkpointed run "
                 f"({'; '.join(changes[:3])}{more}); pass --force to resume with the new config")
         summary_path = self.out / "summary.json"
-        if summary_path.exists() and not changes:
+        if summary_path.exists() and not changes and not self.skipped_ckpts:
             try:
                 prev = json.loads(summary_path.read_text(encoding="utf-8"))
             except ValueError:
@@ -306,16 +310,21 @@ class Trainer:
         resume, done = self._resume_dir(force)
         if done is not None:
             return done
-        if self.env.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            save_config(self.cfg, self.out / "config.yaml")
+        plan.check_memory(self.cfg, self.device, self.env.world_size)
         self._build()
         if resume is not None:
             self._load(resume)
+        # only now, with the resume checked (weights and optimizer loaded), touch the run dir
+        if self.env.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.out / "config.yaml")
         tc, main = self.tc, self.env.is_main
         batches = Batches(self.loader)
         self.metrics = MetricsFile(self.out / "metrics.jsonl",
                                    self.step if resume else None) if main else None
+        if main and self.skipped_ckpts:
+            self.metrics.write({"step": self.step, "event": "checkpoint_fallback",
+                                "resumed_from": str(resume), "skipped": self.skipped_ckpts})
         nominal = plan.bytes_per_step(self.cfg) * self.total_steps
         progress = Progress(self.cfg.name, nominal, self.bytes_seen, enabled=main)
         stop_at = self.total_steps if max_steps is None else min(self.total_steps, max_steps)
