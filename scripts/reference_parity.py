@@ -241,14 +241,24 @@ def _torch_scan() -> None:
     """mamba_ssm's own torch references in place of its Triton SSD scan and gated norm."""
     import mamba_ssm.modules.mamba2 as m2
     import mamba_ssm.ops.triton.layernorm_gated as lg
+    import torch
     from hnet.modules import dc
     from mamba_ssm.ops.triton.ssd_combined import ssd_chunk_scan_combined_ref
 
     def scan(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, seq_idx=None,  # noqa: ANN001, ANN202
              dt_softplus=False, **_):
         assert seq_idx is None, "the torch reference scan has no seq_idx (use mask mode)"
-        return ssd_chunk_scan_combined_ref(x, dt, A, B, C, chunk_size, D=D, z=z,
-                                           dt_bias=dt_bias, dt_softplus=dt_softplus)
+        L, pad = x.shape[1], -x.shape[1] % chunk_size  # it wants whole chunks: pad the end
+        if pad:  # causal, so the padded tail changes nothing before it
+
+            def grow(t):  # noqa: ANN001, ANN202
+                return None if t is None else torch.cat(
+                    [t, t.new_zeros(t.shape[0], pad, *t.shape[2:])], 1)
+
+            x, dt, B, C, z = grow(x), grow(dt), grow(B), grow(C), grow(z)
+        y = ssd_chunk_scan_combined_ref(x, dt, A, B, C, chunk_size, D=D, z=z,
+                                        dt_bias=dt_bias, dt_softplus=dt_softplus)
+        return y[:, :L]
 
     m2.mamba_chunk_scan_combined = scan
     dc.mamba_chunk_scan_combined = scan
@@ -309,10 +319,7 @@ def parity(classes, cfg: dict, state: dict, device: str, dtype_name: str) -> dic
     load_into(ours, convert_state_dict(state, ours_cfg), "reference weights")
     ours = ours.to(device=device, dtype=dtype).eval()
 
-    data = list(SAMPLE.encode())
-    rows = [data[:96], data[20:116]]
-    ids_ref = torch.tensor([[REF_BOS] + r for r in rows], device=device)
-    ids_ours = torch.tensor([[OUR_BOS] + r for r in rows], device=device)
+    ids_ref, ids_ours = sample_ids(REF_BOS, device), sample_ids(OUR_BOS, device)
     with torch.no_grad():
         r = ref(ids_ref, mask=torch.ones_like(ids_ref, dtype=torch.bool))
         o = ours(ids_ours)
@@ -338,6 +345,32 @@ def parity(classes, cfg: dict, state: dict, device: str, dtype_name: str) -> dic
     return report
 
 
+def sample_ids(bos: int, device: str = "cpu"):  # noqa: ANN201
+    import torch
+
+    data = list(SAMPLE.encode())
+    return torch.tensor([[bos] + data[:96], [bos] + data[20:116]], device=device)
+
+
+def reference_outputs(classes, scan: str) -> dict:  # noqa: ANN001
+    """The reference's float64 forward on the tiny synthetic checkpoint: log-probability of each
+    next byte and every stage's boundaries (the test compares our converted model to these)."""
+    import torch
+
+    with torch.device("meta"):
+        keys = reference_keys(build_reference(classes, TINY_CONFIG, "meta", torch.float32))
+    ref = build_reference(classes, TINY_CONFIG, "cpu", torch.float64)
+    ref.load_state_dict(synthetic_reference_state(keys), strict=False)
+    ref = ref.to(torch.float64)
+    ids = sample_ids(254)
+    with torch.no_grad():
+        out = ref(ids, mask=torch.ones_like(ids, dtype=torch.bool))
+    logp = out.logits.log_softmax(-1)[:, :-1].gather(-1, ids[:, 1:, None])[..., 0]
+    return {"dtype": "float64", "scan": scan, "ids": ids.tolist(),
+            "next_byte_logprob": logp.tolist(),
+            "boundaries": [bp.boundary_mask.tolist() for bp in out.bpred_output]}
+
+
 def _fixture_text(fixture: dict) -> str:
     """One key per line (reviewable diffs), everything else compact."""
     lines = ["{", f'"_how": {json.dumps(fixture["_how"])},', '"configs": {']
@@ -350,7 +383,9 @@ def _fixture_text(fixture: dict) -> str:
             sep = "," if j < len(keys) - 1 else ""
             lines.append(f"{json.dumps(k)}: {json.dumps(shape)}{sep}")
         lines.append("}}" + ("," if i < len(names) - 1 else ""))
-    lines += ["}", "}"]
+    lines.append("},")
+    outputs = json.dumps(fixture["tiny_reference_outputs"])
+    lines += [f'"tiny_reference_outputs": {outputs}', "}"]
     return "\n".join(lines) + "\n"
 
 
@@ -387,6 +422,7 @@ def main() -> int:
             with torch.device("meta"):
                 m = build_reference(classes, cfg, "meta", torch.float32)
             fixture["configs"][name] = {"config": cfg, "keys": reference_keys(m)}
+        fixture["tiny_reference_outputs"] = reference_outputs(classes, args.scan)
         Path(args.write_keys).write_text(_fixture_text(fixture))
         print(f"wrote {args.write_keys}: {', '.join(cfgs)}")
         return 0
