@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hnetbench.config import ConfigError, ModelConfig, RunConfig
+from hnetbench.config import ConfigError, ModelConfig, RunConfig, atomic_write_text, save_config
 
 REF_BOS = 254  # goombalab/hnet ByteTokenizer.bos_idx
 OUR_BOS = 256
@@ -310,6 +310,7 @@ def convert(
 ) -> Path:
     """Write run directory `out` (ckpt/step_000000) holding the converted reference model."""
     from hnetbench.models import build_model
+    from hnetbench.models.lm import layout_depth
     from hnetbench.train.checkpoint import save_checkpoint
 
     ref_cfg = read_reference_config(config_path)
@@ -323,6 +324,14 @@ def convert(
     model = build_model(mcfg)
     load_into(model, sd, str(weights_path))
     out = Path(out)
-    ckpt = save_checkpoint(out / "ckpt", 0, model, {"converted_from": {
-        "config": str(config_path), "weights": str(weights_path)}}, run, keep_last=0)
+    source = {"config": str(config_path), "weights": str(weights_path)}
+    ckpt = save_checkpoint(out / "ckpt", 0, model, {"converted_from": source}, run, keep_last=0)
+    # a run directory like train's: `eval` saves eval.json beside it, `report` reads the summary
+    save_config(run, out / "config.yaml")
+    n_stages = layout_depth(mcfg.layout) - 1
+    summary = {"status": "converted", "steps": 0, "name": run.name,
+               "params": sum(p.numel() for p in model.parameters()),
+               "family": f"hnet-{n_stages}stage", "domain": run.data.domain,
+               "converted_from": source}
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return ckpt

@@ -284,7 +284,7 @@ def build_reference(classes, cfg: dict, device: str, dtype):  # noqa: ANN001, AN
         name = type(m).__name__
         if name in ("Mamba2", "Mamba2Wrapper"):
             m.use_mem_eff_path = False  # the fused path needs causal_conv1d
-        if name == "CausalMHA" and device == "cpu":
+        if name == "CausalMHA" and (device == "cpu" or dtype in (torch.float32, torch.float64)):
             m.inner_attn = sdpa_attention(m.window_size)
         if name == "DeChunkLayer":
             m.dtype = dtype  # the reference runs its EMA scan in bf16 by default

@@ -111,6 +111,10 @@ def test_convert_command_makes_a_run_every_command_reads(tmp_path, capsys) -> No
     assert cli_main(argv) == 0
     assert json.loads(capsys.readouterr().out)["out"] == str(out)
     model, run_cfg, tok = load_checkpoint(out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["family"] == "hnet-2stage" and summary["params"] == sum(
+        p.numel() for p in model.parameters())
+    assert (out / "config.yaml").is_file()  # a run directory: eval results land beside it
     assert run_cfg.model.d_model == [64, 64, 96] and tok.bos_id == 256
     # the checkpoint holds exactly the converted weights
     expected = convert_state_dict(state, run_cfg.model)
