@@ -67,6 +67,15 @@ class HNet(nn.Module):
             nn.init.zeros_(self.residual.weight)
             self.residual._keep_init = True
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        # checkpoints written before the residual projection had a bias load as bias 0 (the same
+        # function), so earlier runs still evaluate
+        key, residual = prefix + "residual.bias", getattr(self, "residual", None)
+        if (residual is not None and residual.bias is not None
+                and key not in state_dict and prefix + "residual.weight" in state_dict):
+            state_dict[key] = torch.zeros_like(residual.bias)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     # ------------------------------------------------------------------ full sequences
 
     def _route(

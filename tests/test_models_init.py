@@ -77,3 +77,20 @@ def test_bad_init_name_is_one_line() -> None:
     with pytest.raises(ConfigError, match=r"model.init: expected reference\|gpt2, got 'xav") as e:
         _model(32, init="xavier")
     assert "\n" not in str(e.value)
+
+
+def test_checkpoints_without_residual_bias_still_load(tmp_path) -> None:
+    """Runs saved before the reference init (no residual bias) load as bias 0 = same outputs."""
+    from hnetbench.config import RunConfig
+    from hnetbench.train.checkpoint import load_checkpoint, save_checkpoint
+
+    old = _model(32, init="gpt2").eval()
+    with torch.no_grad():
+        old.backbone.residual.weight.normal_(0, 0.1)
+    cfg = RunConfig(model=ModelConfig(**{**TWO_STAGE, "d_model": [32, 32, 32]}))  # init default
+    save_checkpoint(tmp_path / "ckpt", 1, old, {}, cfg)
+    new, _, _ = load_checkpoint(tmp_path)
+    assert torch.equal(new.backbone.residual.bias, torch.zeros(32))
+    ids = torch.randint(0, 257, (2, 24))
+    with torch.no_grad():
+        torch.testing.assert_close(new(ids).logits, old(ids).logits, rtol=0, atol=1e-6)
