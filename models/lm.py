@@ -125,7 +125,6 @@ def _residual_heights(net: HNet, enclosing: int = 0) -> list[tuple[Isotropic, in
     return [(net.encoder, n), (net.decoder, n), *_residual_heights(net.inner, n)]
 
 
-
 class CausalLM(nn.Module):
     def __init__(self, cfg: ModelConfig, layout: list, n_levels: int) -> None:
         super().__init__()
