@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("hnetbench.evals.report_commands",
                "build tables and figures from a sweep's results"),
     "reproduce": ("hnetbench.sweeps.reproduce", "train, evaluate and report a preset end to end"),
+    "convert": ("hnetbench.models.convert_command",
+                "turn a goombalab/hnet checkpoint (config JSON + weights) into a run"),
 }
 
 

@@ -79,6 +79,10 @@ class ModelConfig:
     norm_balance: bool = True
     downsample: str = "select"  # select | mean | max
     init_std: float = 0.02
+    # reference: goombalab/hnet's init (embedding std 1.0, residual outputs init_std/sqrt(
+    # cumulative height), residual projection with a bias); gpt2: this suite's earlier init
+    # (embedding init_std, residual outputs init_std/sqrt(2 * layers), no residual bias)
+    init: str = "reference"
     kernels: str = "auto"  # auto | torch | triton
 
 

@@ -25,7 +25,10 @@ def rope(
     if rotary_dim == 0:
         return x
     half = rotary_dim // 2
-    inv_freq = base ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
+    # fp32 and the reference's exact formula (flash-attn's RotaryEmbedding), so that angles
+    # agree bit for bit with converted goombalab/hnet models
+    steps = torch.arange(0, rotary_dim, 2, device=x.device, dtype=torch.float32)
+    inv_freq = 1.0 / (base ** (steps / rotary_dim))
     ang = pos.float()[:, None, :, None] * inv_freq  # (B, 1, L, half)
     cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
     x1, x2, rest = x[..., :half], x[..., half:rotary_dim], x[..., rotary_dim:]

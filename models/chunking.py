@@ -6,6 +6,8 @@ boundary, so each position belongs to chunk cumsum(b) - 1.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from hnetbench.kernels import ema_smooth
 
@@ -42,11 +44,34 @@ def downsample(
     return out * mask[..., None].to(x.dtype), mask, idx
 
 
+EMA_EPS = 1e-4  # the reference's DeChunkLayer clamps p to [1e-4, 1 - 1e-4]
+
+
+def clamp_like_reference(z: torch.Tensor, P: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference's EMA clamp, keeping exact restarts: a restart (P = 1: first chunk,
+    document start) scales its chunk by 1 - 1e-4, as the reference's clamped p does on a zero
+    state, but still drops the previous state; other P are clamped to [1e-4, 1 - 1e-4].
+    z (..., D), P (...)."""
+    restart = P >= 1
+    P_c = torch.where(restart, torch.ones_like(P), P.clamp(EMA_EPS, 1 - EMA_EPS))
+    gain = torch.where(restart, torch.full_like(P, 1 - EMA_EPS), torch.ones_like(P))
+    return z * gain[..., None].to(z.dtype), P_c
+
+
 def smooth(
-    z: torch.Tensor, P: torch.Tensor, enabled: bool = True, backend: str = "auto"
+    z: torch.Tensor,
+    P: torch.Tensor,
+    enabled: bool = True,
+    backend: str = "auto",
+    reference_clamp: bool = False,
 ) -> torch.Tensor:
-    """Eq. 5 over the chunk sequence; P = boundary probability of each chunk (1 restarts)."""
-    return ema_smooth(z, P, backend) if enabled else z
+    """Eq. 5 over the chunk sequence; P = boundary probability of each chunk (1 restarts).
+    `reference_clamp`: as goombalab/hnet's dechunking (see clamp_like_reference)."""
+    if not enabled:
+        return z
+    if reference_clamp:
+        z, P = clamp_like_reference(z, P)
+    return ema_smooth(z, P, backend)
 
 
 def upsample(z: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -66,12 +91,29 @@ def ste(c: torch.Tensor, enabled: bool = True) -> torch.Tensor:
 
 
 def ratio_loss(
-    b: torch.Tensor, p: torch.Tensor, target: float, valid: torch.Tensor | None = None
+    b: torch.Tensor,
+    p: torch.Tensor,
+    target: float,
+    valid: torch.Tensor | None = None,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Eq. 10: N/(N-1) * ((N-1) F G + (1-F)(1-G)); F = mean b, G = mean p over valid positions."""
+    """Eq. 10: N/(N-1) * ((N-1) F G + (1-F)(1-G)); F = mean b, G = mean p over valid positions.
+
+    `reduce` (data parallelism) sums a tensor over ranks in place: F and G are then the means
+    over the global batch, so the loss does not depend on how the batch is sharded. The loss is
+    linear in G, so each rank returns the global value with the gradient of its own rows'
+    share of G (sum over ranks of p / global count): summed over ranks, those gradients are
+    exactly the gradient of the global loss.
+    """
     w = torch.ones_like(p) if valid is None else valid.to(p.dtype)
-    denom = w.sum().clamp(min=1)
-    F_ = (b.to(p.dtype) * w).sum() / denom
-    G = (p * w).sum() / denom
+    sum_b, sum_p, count = (b.to(p.dtype) * w).sum(), (p * w).sum(), w.sum()
+    if reduce is not None:
+        total = reduce(torch.stack([sum_b, sum_p, count]).detach().clone())
+        denom = total[2].clamp(min=1)
+        F_ = total[0] / denom
+        G = total[1] / denom + (sum_p - sum_p.detach()) / denom
+    else:
+        denom = count.clamp(min=1)
+        F_, G = sum_b / denom, sum_p / denom
     N = target
     return N / (N - 1) * ((N - 1) * F_ * G + (1 - F_) * (1 - G))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from hnetbench.config import ConfigError
 from hnetbench.models import chunking
 from hnetbench.models.blocks import LevelSpec
@@ -35,6 +36,7 @@ class StageOptions:
     norm_balance: bool = True
     downsample: str = "select"
     kernels: str = "auto"
+    residual_bias: bool = True  # the reference's residual projection has a bias
 
 
 class HNet(nn.Module):
@@ -56,11 +58,23 @@ class HNet(nn.Module):
         self.decoder = Isotropic(dec, specs[level], final_norm=keep_norm)
         d_next = specs[level + 1].d
         self.pad = nn.Parameter(torch.zeros(d_next - self.d)) if d_next > self.d else None
+        # learned chunking smooths with the reference's clamped p (space/pool keep P = 1 exact)
+        self._ref_clamp = opt.chunking == "dc"
         self.residual = None
-        if opt.residual_proj:  # fp32, zero weight: the stage starts as encoder -> decoder + 0
-            self.residual = nn.Linear(self.d, self.d, bias=False)
+        if opt.residual_proj:  # zero weight: the stage starts as encoder -> decoder + bias
+            # the bias keeps torch's default init, as the reference's (never re-initialised)
+            self.residual = nn.Linear(self.d, self.d, bias=opt.residual_bias)
             nn.init.zeros_(self.residual.weight)
             self.residual._keep_init = True
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        # checkpoints written before the residual projection had a bias load as bias 0 (the same
+        # function), so earlier runs still evaluate
+        key, residual = prefix + "residual.bias", getattr(self, "residual", None)
+        if (residual is not None and residual.bias is not None
+                and key not in state_dict and prefix + "residual.weight" in state_dict):
+            state_dict[key] = torch.zeros_like(residual.bias)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ full sequences
 
@@ -87,10 +101,17 @@ class HNet(nn.Module):
         return p, b
 
     def _residual(self, h: torch.Tensor) -> torch.Tensor:
+        """The residual projection in fp32 at least (float64 models stay float64), whatever
+        the dtype of the weights (bf16 weights are upcast) or of an enclosing autocast."""
         if self.residual is None:
             return h
+        dt = torch.promote_types(self.residual.weight.dtype, torch.float32)
+        bias = self.residual.bias
         with torch.autocast(device_type=h.device.type, enabled=False):
-            return self.residual(h.float()).to(h.dtype)
+            out = F.linear(
+                h.to(dt), self.residual.weight.to(dt), None if bias is None else bias.to(dt)
+            )
+        return out.to(h.dtype)
 
     def forward(
         self,
@@ -124,7 +145,7 @@ class HNet(nn.Module):
         zc = self.inner(xc, cseq, aux, None, inner_collect)[..., : self.d]
 
         P = torch.where(cmask, p.gather(1, idx), torch.ones_like(p[:, :1]))
-        zbar = chunking.smooth(zc, P, self.opt.smoothing, self.opt.kernels)
+        zbar = chunking.smooth(zc, P, self.opt.smoothing, self.opt.kernels, self._ref_clamp)
         factor = chunking.ste(chunking.confidence(p, b), self.opt.ste)
         y = chunking.upsample(zbar, b) * factor[..., None] + self._residual(h)
         if collect is not None:
@@ -188,7 +209,10 @@ class HNet(nn.Module):
             if self.pad is not None:
                 zf = torch.cat([zf, self.pad.to(zf.dtype).expand(len(fire), 1, -1)], dim=-1)
             out = self.inner.step(zf, rows[fire], cache["inner"])[:, 0, : self.d]
-            P = p[fire][:, None]
+            P = p[fire]
+            if self._ref_clamp:
+                out, P = chunking.clamp_like_reference(out, P)
+            P = P[:, None]
             prev = cache["zbar"][rows[fire]]
             cache["zbar"][rows[fire]] = P * out + (1 - P) * prev if self.opt.smoothing else out
         factor = chunking.ste(chunking.confidence(p, b), self.opt.ste)

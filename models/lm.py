@@ -107,6 +107,23 @@ def level_specs(cfg: ModelConfig, n: int) -> list[LevelSpec]:
 
 # ----------------------------------------------------------------------------- the model
 
+INIT_SCHEMES = ("reference", "gpt2")
+
+
+def _height(iso: Isotropic) -> int:
+    """Residual additions of a network: 1 per m/t layer, 2 per M/T (mixer and MLP)."""
+    return sum(1 + (layer.mlp is not None) for layer in iso.layers)
+
+
+def _residual_heights(net: HNet, enclosing: int = 0) -> list[tuple[Isotropic, int]]:
+    """(network, cumulative height) for every isotropic network of an H-Net, outermost first:
+    an encoder/decoder pair counts both, plus the pairs enclosing it; a main network adds its
+    own height to all of those (goombalab/hnet's `_init_weights`)."""
+    if net.is_main:
+        return [(net.main, enclosing + _height(net.main))]
+    n = enclosing + _height(net.encoder) + _height(net.decoder)
+    return [(net.encoder, n), (net.decoder, n), *_residual_heights(net.inner, n)]
+
 
 class CausalLM(nn.Module):
     def __init__(self, cfg: ModelConfig, layout: list, n_levels: int) -> None:
@@ -117,6 +134,8 @@ class CausalLM(nn.Module):
             raise ConfigError(f"model.chunking: expected dc|space|pool, got {cfg.chunking!r}")
         if cfg.downsample not in ("select", "mean", "max"):
             raise ConfigError(f"model.downsample: expected select|mean|max, got {cfg.downsample!r}")
+        if cfg.init not in INIT_SCHEMES:
+            raise ConfigError(f"model.init: expected {'|'.join(INIT_SCHEMES)}, got {cfg.init!r}")
         if cfg.router not in ("cosine", "linear"):
             raise ConfigError(f"model.router: expected cosine|linear, got {cfg.router!r}")
         self.ratio_targets = []
@@ -136,6 +155,7 @@ class CausalLM(nn.Module):
             cfg.norm_balance,
             cfg.downsample,
             cfg.kernels,
+            residual_bias=cfg.init == "reference",
         )
         d0 = cfg.d_model[0]
         self.embedding = nn.Embedding(cfg.vocab_size, d0)
@@ -143,14 +163,25 @@ class CausalLM(nn.Module):
         self.head = nn.Linear(d0, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.head.weight = self.embedding.weight
+        # Set by a data-parallel trainer: sums a tensor over ranks in place, so the ratio loss
+        # sees the router statistics of the global batch (see chunking.ratio_loss).
+        self.ratio_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """`model.init`. reference (goombalab/hnet's `init_weights`): every linear of the
+        encoders, decoders and main networks N(0, init_std), residual outputs (Mamba-2 and
+        attention out_proj, SwiGLU fc2) N(0, init_std / sqrt(n)) with n the cumulative height:
+        residual additions (1 per m/t layer, 2 per M/T) of this network and of every encoder
+        and decoder enclosing it; the embedding N(0, 1); the residual projection's bias keeps
+        torch's default. gpt2 (this suite's earlier init): n = 2 x layers of this network, the
+        embedding N(0, init_std). Tied embeddings use init_std in both (an N(0, 1) LM head
+        would start with huge logits)."""
         std = self.cfg.init_std
-        for iso in self.modules():
-            if not isinstance(iso, Isotropic):
-                continue
-            scale = 1 / math.sqrt(2 * max(len(iso.layers), 1))  # GPT-2 style residual scaling
+        reference = self.cfg.init == "reference"
+        for iso, height in _residual_heights(self.backbone):
+            n = height if reference else 2 * max(len(iso.layers), 1)
+            scale = 1 / math.sqrt(n)
             for m in iso.modules():
                 if isinstance(m, nn.Linear) and not getattr(m, "_keep_init", False):
                     nn.init.normal_(
@@ -162,7 +193,8 @@ class CausalLM(nn.Module):
             if isinstance(m, Router) and m.kind == "linear":
                 nn.init.normal_(m.score.weight, 0.0, std)
                 nn.init.zeros_(m.score.bias)
-        nn.init.normal_(self.embedding.weight, 0.0, std)
+        emb_std = 1.0 if reference and not self.cfg.tie_embeddings else std
+        nn.init.normal_(self.embedding.weight, 0.0, emb_std)
         if not self.cfg.tie_embeddings:
             nn.init.normal_(self.head.weight, 0.0, std)
 
@@ -197,13 +229,16 @@ class CausalLM(nn.Module):
             out.stats[f"stage{s}/bytes_per_chunk"] = B * T / n_chunks
             out.stats[f"stage{s}/boundary_prob"] = float(p.detach().float().mean())
             if a["learned"]:
-                r = chunking.ratio_loss(b, p, self.ratio_targets[s], a["valid"])
+                reduce = self.ratio_reduce if self.training else None
+                r = chunking.ratio_loss(b, p, self.ratio_targets[s], a["valid"], reduce)
                 out.stats[f"stage{s}/ratio_loss"] = float(r.detach())
                 ratio = ratio + r
         out.ratio_loss = ratio
         if targets is not None:
+            # fp32 at least: bf16 logits are upcast, a float64 model keeps float64
+            wide = logits.to(torch.promote_types(logits.dtype, torch.float32))
             nats = F.cross_entropy(
-                logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum"
+                wide.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum"
             )
             n = int((targets != -100).sum())
             out.nats_sum, out.n_targets = nats, n

@@ -156,12 +156,15 @@ class Mamba2(nn.Module):
         valid = seq.valid()
         if valid is not None:  # padded tail positions neither add to nor decay the state
             dt = dt * valid[..., None].to(dt.dtype)
-        A = -torch.exp(self.A_log.float())
+        wide = torch.promote_types(x.dtype, torch.float32)  # scan in fp32 at least (bf16 weights)
+        A = -torch.exp(self.A_log.to(wide))
         if mamba_chunk_scan_combined is not None and u.is_cuda and collect is None:
             y = mamba_chunk_scan_combined(x, dt, A, B, C, self.chunk_size, seq_idx=seq.doc.int())
         else:
-            y, state = ssd_chunked(x, dt, A, B, C, self.chunk_size, seq.doc)
-        y = y + x * self.D[:, None]
+            y, state = ssd_chunked(
+                x.to(wide), dt.to(wide), A, B.to(wide), C.to(wide), self.chunk_size, seq.doc
+            )
+        y = (y + x.to(wide) * self.D.to(wide)[:, None]).to(x.dtype)
         if collect is not None:
             collect.append({"conv": self._prefill_conv(xBC_raw, seq), "ssm": state})
         y = self.norm(y.reshape(b, L, self.d_inner), z)
@@ -188,13 +191,16 @@ class Mamba2(nn.Module):
             torch.einsum("bkc,ck->bc", window, self.conv1d.weight[:, 0]) + self.conv1d.bias
         )
         x, B, C, dt = self._ssm_inputs(xBC, dt)
-        A = -torch.exp(self.A_log.float())
+        wide = cache["ssm"].dtype  # the prefill's scan dtype: fp32 at least
+        A = -torch.exp(self.A_log.to(wide))
         rep = self.nheads // self.ngroups
-        Bh, Ch = B.repeat_interleave(rep, dim=1), C.repeat_interleave(rep, dim=1)
+        x, dt = x.to(wide), dt.to(wide)
+        Bh, Ch = B.repeat_interleave(rep, dim=1).to(wide), C.repeat_interleave(rep, dim=1).to(wide)
         state = torch.exp(dt * A)[..., None, None] * cache["ssm"][r] + torch.einsum(
             "bh,bhp,bhs->bhps", dt, x, Bh
         )
         cache["ssm"][r] = state
-        y = torch.einsum("bhps,bhs->bhp", state, Ch) + x * self.D[:, None]
+        y = torch.einsum("bhps,bhs->bhp", state, Ch) + x * self.D.to(wide)[:, None]
+        y = y.to(z.dtype)
         y = self.norm(y.reshape(-1, 1, self.d_inner), z[:, None])
         return self.out_proj(y)

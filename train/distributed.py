@@ -75,6 +75,21 @@ def all_reduce_sum(t: torch.Tensor, env: DistEnv) -> torch.Tensor:
     return t
 
 
+def sum_over_ranks(env: DistEnv):  # noqa: ANN201 - Callable[[Tensor], Tensor] | None
+    """An in-place sum over ranks for the model's ratio-loss statistics (F and G of the global
+    batch, see models/chunking.ratio_loss), or None in a single process. Kept out of
+    torch.compile's graph."""
+    if not env.enabled:
+        return None
+
+    @torch.compiler.disable
+    def reduce(t: torch.Tensor) -> torch.Tensor:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t
+
+    return reduce
+
+
 def all_reduce_grads(params: list[torch.nn.Parameter], env: DistEnv,
                      bucket_numel: int = 1 << 24) -> None:
     """Sum gradients over ranks in flat buckets per dtype (each rank's objective is already

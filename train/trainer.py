@@ -12,6 +12,9 @@ grad_accum and W the world size, and gradients are summed over ranks. The AR par
 exactly the mean over all scored targets of the step, whatever the sharding; the ratio loss
 (a product of batch means inside each forward) is averaged over shards, as any data-parallel
 implementation does. Router statistics (`stage{s}/...` in metrics.jsonl) are rank 0's.
+The ratio loss's statistics F and G are summed over ranks inside the forward (global batch of
+the micro-batch), so every rank's ratio loss is the global one and carries the gradient of its
+own rows: it is weighted 1/A, not 1/(A W), and the trajectory does not depend on W.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from hnetbench.train.distributed import (
     broadcast_params,
     init_distributed,
     shutdown,
+    sum_over_ranks,
 )
 from hnetbench.train.metrics import MetricsFile, Progress
 from hnetbench.train.perf import peak_flops
@@ -186,6 +190,7 @@ class Trainer:
         tc = self.tc
         seed_everything(tc.seed)
         self.model = build_model(self.cfg.model).to(self.device)
+        self.model.ratio_reduce = sum_over_ranks(self.env)
         broadcast_params(self.model, self.env)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.n_params = sum(p.numel() for p in self.model.parameters())
@@ -267,7 +272,8 @@ class Trainer:
             if tc.debug_nan_step and self.step + 1 == tc.debug_nan_step:
                 nats = nats * float("nan")
             ratio_part = (o.loss.float() - o.ar_loss.float()) * share
-            (nats / n_targets + ratio_part).backward()
+            # the ratio loss is already global (F, G reduced over ranks): weight 1/A
+            (nats / n_targets + ratio_part * env.world_size).backward()
             acc[0] += nats.detach().double()
             acc[1] += ratio_part.detach().double()
             acc[2] += float(o.ratio_loss.detach()) * share
