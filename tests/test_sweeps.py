@@ -240,12 +240,19 @@ echo "Submitted batch job 4242"
 FAKE_SCANCEL = """#!/bin/sh
 echo "$@" >> "{dir}/scancel.log"
 """
+# a pending array as `scontrol show job -o` prints it: one record for the unstarted tasks
+FAKE_SCONTROL = """#!/bin/sh
+state=PENDING; [ -f "{dir}/scancel.log" ] && state=CANCELLED
+echo "JobId=4242 ArrayJobId=4242 ArrayTaskId=0-2%3 JobName=x JobState=$state Reason=Priority \
+Dependency=(null) Requeue=1 Restarts=0 ExitCode=0:0"
+"""
 
 
 def test_slurm_submission_and_cancel(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name, text in (("sbatch", FAKE_SBATCH), ("scancel", FAKE_SCANCEL), ("srun", "")):
+    for name, text in (("sbatch", FAKE_SBATCH), ("scancel", FAKE_SCANCEL), ("srun", ""),
+                       ("scontrol", FAKE_SCONTROL)):
         (bin_dir / name).write_text(text.format(dir=tmp_path))
         (bin_dir / name).chmod(0o755)
     slurm = {"partition": "gpu", "account": "myproj", "qos": "high", "nodes": 1,
@@ -267,7 +274,12 @@ def test_slurm_submission_and_cancel(tmp_path):
     assert sorted(e[0]["job_id"] for e in jobs.values()) == ["4242_0", "4242_1", "4242_2"]
     status = subprocess.run([sys.executable, "-m", "hnetbench", "sweep", "status", str(p)],
                             cwd=tmp_path, env=env, capture_output=True, text=True).stdout
-    assert status.count("submitted") >= 3
+    assert status.count("queued") >= 3 and "PENDING: Priority" in status, status
+    again = subprocess.run([sys.executable, "-m", "hnetbench", "sweep", "run", str(p),
+                            "--executor", "slurm"], cwd=tmp_path, env=env, capture_output=True,
+                           text=True)
+    assert "0 to run, 3 queued or running in Slurm" in again.stdout, again.stdout + again.stderr
+    assert len(list(tmp_path.glob("sbatch.*.sh"))) == 1  # nothing submitted twice
     res = subprocess.run([sys.executable, "-m", "hnetbench", "sweep", "cancel", str(p)],
                          cwd=tmp_path, env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
