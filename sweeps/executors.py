@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -190,11 +191,25 @@ def run_slurm(spec: SweepSpec, sweep_dir: Path, run_dirs: list[Path], max_parall
 
     ex = _submitit_executor(spec, sweep_dir, "slurm", max_parallel)
     # i17's preflight (sweeps/check.py) belongs here: before anything is submitted
-    try:
-        with ex.batch():
-            jobs = [ex.submit(SweepJob(), str(rd)) for rd in run_dirs]
-    except Exception as e:  # noqa: BLE001 - sbatch's refusal, as one line
-        raise ConfigError(f"sbatch refused the job array: {_sbatch_error(e)}") from None
+    with tempfile.TemporaryFile("w+") as err:
+        saved = os.dup(2)  # sbatch writes its errors to our stderr: keep them for one line
+        os.dup2(err.fileno(), 2)
+        try:
+            with ex.batch():
+                jobs = [ex.submit(SweepJob(), str(rd)) for rd in run_dirs]
+            failure = None
+        except Exception as e:  # noqa: BLE001 - sbatch's refusal, as one line
+            failure = e
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        err.seek(0)
+        said = err.read()
+    if failure is not None:
+        reason = _sbatch_error(said + "\n" + str(failure))
+        raise ConfigError(f"sbatch refused the job array: {reason}") from None
+    if said.strip():
+        sys.stderr.write(said)  # sbatch's warnings on success
     record_jobs(sweep_dir, {rd.name: {"executor": "slurm", "job_id": job.job_id,
                                       "submitted": now()} for rd, job in zip(run_dirs, jobs)})
     for rd, job in zip(run_dirs, jobs):
@@ -202,17 +217,13 @@ def run_slurm(spec: SweepSpec, sweep_dir: Path, run_dirs: list[Path], max_parall
     return {str(rd): "submitted" for rd in run_dirs}
 
 
-def _sbatch_error(e: BaseException) -> str:
-    """The line of sbatch's stderr that says why (submitit wraps it in a long message)."""
-    text = str(e)
-    out = getattr(e, "output", None) or getattr(e, "stderr", None)
-    if isinstance(out, bytes):
-        out = out.decode("utf-8", "replace")
-    lines = [x.strip() for x in ((out or "") + "\n" + text).splitlines() if x.strip()]
+def _sbatch_error(text: str) -> str:
+    """The line of sbatch's output that says why (submitit wraps it in a long message)."""
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
     for line in lines:
         if "sbatch: error:" in line:
             return line.split("sbatch: error:", 1)[1].strip()
-    return lines[0] if lines else type(e).__name__
+    return lines[0] if lines else "no message"
 
 
 def cancel_jobs(sweep_dir: Path, log: Log) -> dict[str, str]:

@@ -239,9 +239,18 @@ class SweepJob(_Checkpointable):
 
     def __call__(self, run_dir: str) -> dict[str, Any]:
         install_stop_handlers()
+        try:
+            return self._call(Path(run_dir))
+        except Cancelled:  # before the run was claimed: nothing to record (cancel marks it)
+            return {"run_dir": run_dir, "state": "cancelled"}
+        except Requeue:  # before the step loop: nothing to save, the requeued job starts over
+            if _SUBMITIT_USR2 is not None and _rank() == 0:
+                _SUBMITIT_USR2(signal.SIGUSR2, None)
+            return {"run_dir": run_dir, "state": "requeue"}
+
+    def _call(self, rd: Path) -> dict[str, Any]:
         cap_threads()
         rank = _setup_distributed()
-        rd = Path(run_dir)
         if rank > 0:
             return self._worker(rd, rank)
         gate = _gate_path(rd)
@@ -303,6 +312,10 @@ def _write_gate(gate: Path, word: str) -> None:
     write_text = gate.with_suffix(".tmp")
     write_text.write_text(word + "\n")
     write_text.replace(gate)
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or 0)
 
 
 def _setup_distributed() -> int:

@@ -281,7 +281,7 @@ def slurm_records(sweep_dir: Path, run_ids: list[str]) -> dict[str, dict[str, st
     if not last:
         return {}
     recs = slurm.job_records(last.values())
-    return {run_id: recs[j] for run_id, j in last.items() if j in recs}
+    return {run_id: {**recs[j], "job_id": j} for run_id, j in last.items() if j in recs}
 
 
 def settle_from_slurm(rd: Path, rec: dict[str, str]) -> None:

@@ -2,7 +2,7 @@
 # A single-node Slurm cluster on this (Debian) machine, for tests and trying sweeps locally.
 #
 #   sweeps/slurm_cluster.sh up      # install (root + apt) and start munged/slurmctld/slurmd
-#   sweeps/slurm_cluster.sh down    # stop only the daemons that `up` started
+#   sweeps/slurm_cluster.sh down [munged,slurmctld,slurmd]   # stop daemons `up` started
 #   sweeps/slurm_cluster.sh status
 #
 # `up` is idempotent: daemons already running (ours from an earlier `up`, or the machine's own
@@ -160,15 +160,17 @@ stop_one() {  # stop_one NAME: SIGTERM the daemon we started, wait, then SIGKILL
   say "stopped $1 ($pid)"
 }
 
-down() {
-  if alive "$PIDS/slurmctld.pid" slurmctld; then  # end our cluster's jobs before its daemons
-    SLURM_CONF=$CONF scancel --full --signal=KILL --user="$(id -un)" 2>/dev/null || true
+down() {  # down [DAEMONS]: the comma-separated list `up` printed as STARTED (default: all ours)
+  local which=",${1:-munged,slurmctld,slurmd},"
+  if [[ $which == *,slurmctld,* ]] && alive "$PIDS/slurmctld.pid" slurmctld; then
+    # end our cluster's jobs before its daemons (KillWait is 3 s here)
     SLURM_CONF=$CONF scancel --user="$(id -un)" 2>/dev/null || true
-    sleep 1
+    sleep 4
   fi
-  stop_one slurmd
-  stop_one slurmctld
-  stop_one munged
+  for d in slurmd slurmctld munged; do
+    [[ $which == *,$d,* ]] && stop_one "$d"
+  done
+  return 0
 }
 
 status() {
@@ -181,7 +183,7 @@ status() {
 
 case ${1:-} in
   up) up ;;
-  down) down ;;
+  down) down "${2:-}" ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  *) echo "usage: $0 up | down [DAEMONS] | status" >&2; exit 2 ;;
 esac
