@@ -74,6 +74,24 @@ def sweep(env: dict, tmp: Path, *args: str, check: bool = True) -> subprocess.Co
     return res
 
 
+def submit(tmp: Path, path: Path) -> str:
+    """`sweep run --executor slurm`, in this process (a CLI start-up costs seconds here)."""
+    from hnetbench.sweeps.runner import run_sweep
+
+    lines: list[str] = []
+    rc = run_sweep(path, executor="slurm", results=tmp / "results", log=lines.append)
+    assert rc == 0, lines
+    return "\n".join(lines)
+
+
+def status(tmp: Path, path: Path) -> str:
+    from hnetbench.sweeps.runner import sweep_status
+
+    lines: list[str] = []
+    sweep_status(path, results=tmp / "results", log=lines.append)
+    return "\n".join(lines)
+
+
 def run_dirs(tmp: Path, name: str) -> list[Path]:
     root = tmp / "results" / name
     return sorted(p for p in root.iterdir() if (p / "config.yaml").exists())
@@ -134,7 +152,7 @@ def test_completion_status_threads_and_two_task_job(env, tmp_path):
     one = spec(tmp_path, "one", slurm={"cpus_per_task": 2})
     two = spec(tmp_path, "two", slurm={"tasks_per_node": 2})
     for p in (one, two):
-        out = sweep(env, tmp_path, "run", str(p), "--executor", "slurm").stdout
+        out = submit(tmp_path, p)
         assert "submitted 1 jobs" in out, out
     rd1, rd2 = run_dirs(tmp_path, "one")[0], run_dirs(tmp_path, "two")[0]
     wait_for(lambda: read_status(rd1)["state"] == read_status(rd2)["state"] == "completed", 240,
@@ -155,6 +173,7 @@ def test_completion_status_threads_and_two_task_job(env, tmp_path):
 
 def test_requeue_resumes_bitwise_and_time_limit_signal_saves_at_its_step(env, tmp_path):
     from hnetbench.config import load_saved
+    from hnetbench.sweeps.runner import cancel_sweep
     from hnetbench.train import train
 
     long = {**TINY, "train": {**TINY["train"], "steps": 300, "ckpt_every": 1000}}
@@ -162,7 +181,7 @@ def test_requeue_resumes_bitwise_and_time_limit_signal_saves_at_its_step(env, tm
     endless = {**TINY, "train": {**TINY["train"], "steps": 100000, "ckpt_every": 1000}}
     tl = spec(tmp_path, "timelimit", base=endless, slurm={"time_min": 2, "signal_delay_s": 75})
     for p in (req, tl):
-        sweep(env, tmp_path, "run", str(p), "--executor", "slurm")
+        submit(tmp_path, p)
     rd, rd_tl = run_dirs(tmp_path, "requeue")[0], run_dirs(tmp_path, "timelimit")[0]
 
     # scontrol requeue mid-training: SIGTERM; the job sees Slurm requeue it and saves its step
@@ -174,8 +193,8 @@ def test_requeue_resumes_bitwise_and_time_limit_signal_saves_at_its_step(env, tm
     stopped = ckpt_steps(rd)[-1]
     assert f"requeued at step {stopped} by Slurm" in read_status(rd)["error"]
     assert steps_logged(rd)[-1] == stopped and 0 < stopped < 300  # no step lost
-    status = sweep(env, tmp_path, "status", str(req)).stdout
-    assert "queued" in status and "BeginTime" in status, status
+    shown = status(tmp_path, req)
+    assert "queued" in shown and "BeginTime" in shown, shown
     slurm(env, "scontrol", "update", f"JobId={job}", "StartTime=now")  # skip the ~120 s delay
 
     # meanwhile: the uninterrupted reference, here, in this process
@@ -190,7 +209,7 @@ def test_requeue_resumes_bitwise_and_time_limit_signal_saves_at_its_step(env, tm
     assert steps_logged(rd_tl)[-1] == at > 0  # zero steps lost
     wait_for(lambda: job_state(env, job_of(rd_tl)) == "PENDING", 60,
              "submitit to requeue the timed-out job", tmp_path, env)
-    sweep(env, tmp_path, "cancel", str(tl))
+    cancel_sweep(tl, results=tmp_path / "results", log=lambda s: None)
     assert read_status(rd_tl)["state"] == "cancelled"
 
     wait_for(lambda: read_status(rd)["state"] == "completed", 240, "the requeued run to finish",
@@ -211,7 +230,7 @@ def test_queued_running_cancel_and_slurm_failures(env, tmp_path):
                 slurm={"array_parallelism": 1})
     broken = spec(tmp_path, "broken", slurm={"setup": ["exit 3"]})
     for p in (busy, broken):
-        sweep(env, tmp_path, "run", str(p), "--executor", "slurm")
+        submit(tmp_path, p)
 
     # sbatch's refusal is one line
     nowhere = spec(tmp_path, "nowhere", slurm={"partition": "nowhere"})
@@ -223,16 +242,19 @@ def test_queued_running_cancel_and_slurm_failures(env, tmp_path):
     rd_bad = run_dirs(tmp_path, "broken")[0]
     wait_for(lambda: job_state(env, job_of(rd_bad)) == "FAILED", 120, "the broken job to fail",
              tmp_path, env)
-    status = sweep(env, tmp_path, "status", str(broken)).stdout
-    assert "failed" in status and "NonZeroExitCode" in status and "3:0" in status, status
-    again = sweep(env, tmp_path, "run", str(broken), "--executor", "slurm", check=False).stdout
-    assert "0 to run, 1 failed" in again, again
+    shown = status(tmp_path, broken)
+    assert "failed" in shown and "NonZeroExitCode" in shown and "3:0" in shown, shown
+    from hnetbench.sweeps.runner import run_sweep
+
+    lines: list[str] = []
+    assert run_sweep(broken, executor="slurm", results=tmp_path / "results", log=lines.append) == 1
+    assert "0 to run, 1 failed" in lines[-1], lines
 
     # one run trains, the other waits (array parallelism 1): a rerun submits nothing
     rds = run_dirs(tmp_path, "busy")
     wait_for(lambda: any(steps_logged(d) for d in rds), 180, "a busy run to train", tmp_path, env)
     n_jobs = sum(len(v) for v in json.loads((rds[0].parent / "jobs.json").read_text()).values())
-    again = sweep(env, tmp_path, "run", str(busy), "--executor", "slurm").stdout
+    again = submit(tmp_path, busy)
     assert "0 to run, 1 running elsewhere, 1 queued or running in Slurm" in again, again
     n_after = sum(len(v) for v in json.loads((rds[0].parent / "jobs.json").read_text()).values())
     assert n_after == n_jobs, again
