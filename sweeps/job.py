@@ -43,7 +43,8 @@ _SUBMITIT_USR2: Any = None  # submitit's USR2 handler (checkpoint + `scontrol re
 def _on_signal(signum: int, frame: Any) -> None:
     """SIGTERM (cancel, or Slurm's requeue) and USR2 (preemption / time limit): inside the step
     loop the trainer checkpoints at the current step and returns; elsewhere stop right here."""
-    print(f"[sweep job] got {signal.Signals(signum).name}", flush=True)
+    # os.write: print() from a handler can hit a print in progress (reentrant-call error)
+    os.write(2, f"[sweep job] got {signal.Signals(signum).name}\n".encode())
     trainer = sys.modules.get("hnetbench.train.trainer")  # not imported yet: no loop to stop
     if trainer is not None and trainer.request_stop(signum):
         return

@@ -179,7 +179,9 @@ def test_requeue_resumes_bitwise_and_time_limit_signal_saves_at_its_step(env, tm
     long = {**TINY, "train": {**TINY["train"], "steps": 300, "ckpt_every": 1000}}
     req = spec(tmp_path, "requeue", base=long)
     endless = {**TINY, "train": {**TINY["train"], "steps": 100000, "ckpt_every": 1000}}
-    tl = spec(tmp_path, "timelimit", base=endless, slurm={"time_min": 2, "signal_delay_s": 75})
+    # two tasks: the ranks must agree on the step the signal stops at
+    tl = spec(tmp_path, "timelimit", base=endless,
+              slurm={"time_min": 2, "signal_delay_s": 75, "tasks_per_node": 2})
     for p in (req, tl):
         submit(tmp_path, p)
     rd, rd_tl = run_dirs(tmp_path, "requeue")[0], run_dirs(tmp_path, "timelimit")[0]

@@ -351,3 +351,21 @@ def test_failed_run_is_recorded_others_go_on_and_retry(tmp_path):
     retry = sweep("run", str(p), "--retry-failed", cwd=tmp_path, check=False)
     assert "1 to run, 1 completed" in retry.stdout
     assert read_status(by_domain["domain=klingon"])["attempts"] == 2
+
+
+def test_slurm_cpu_partition_spec_and_plan_assumptions(tmp_path):
+    from hnetbench.sweeps.executors import tasks_per_node
+    from hnetbench.sweeps.runner import throughput, throughput_basis
+
+    cpu = load_spec(write_spec(tmp_path / "c.yaml", "cpu",
+                               slurm={"gpus_per_node": 0, "signal_delay_s": 30}))
+    assert cpu.slurm.signal_delay_s == 30 and tasks_per_node(cpu) == 1
+    assert "CPU node" in throughput_basis(cpu, "slurm") and throughput(cpu, "slurm") == 5e10
+    a100 = load_spec(write_spec(tmp_path / "g.yaml", "gpu",
+                                slurm={"gpus_per_node": 4, "nodes": 2},
+                                estimate={"gpu_peak_flops": 312e12, "mfu": 0.5}))
+    assert tasks_per_node(a100) == 4
+    assert throughput(a100, "slurm") == pytest.approx(2 * 4 * 312e12 * 0.5)
+    assert "2x4 GPUs at 312TFLOP/s peak" in throughput_basis(a100, "slurm")
+    with pytest.raises(ConfigError, match=r"slurm.gpus_per_node: expected an integer >= 0"):
+        load_spec(write_spec(tmp_path / "b.yaml", "bad", slurm={"gpus_per_node": -1}))

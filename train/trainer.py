@@ -334,7 +334,7 @@ class Trainer:
         progress = Progress(self.cfg.name, nominal, self.bytes_seen, enabled=self.env.is_main)
         stop_at = self.total_steps if max_steps is None else min(self.total_steps, max_steps)
         self.model.train()
-        StopRequest.in_loop = True
+        StopRequest.signal, StopRequest.in_loop = None, True
         try:
             return self._loop(batches, progress, stop_at)
         finally:
