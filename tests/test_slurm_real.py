@@ -113,9 +113,12 @@ def wait_for(cond, timeout: float, what: str, tmp: Path, env: dict):
         if got:
             return got
         time.sleep(0.5)
-    logs = "\n".join(f"--- {p}\n{p.read_text()[-1500:]}"
+    pytest.fail(f"timed out waiting for {what}\n{slurm(env, 'squeue')}\n{job_logs(tmp)}")
+
+
+def job_logs(tmp: Path) -> str:
+    return "\n".join(f"--- {p}\n{p.read_text()[-1500:]}"
                      for p in sorted(tmp.glob("results/*/submitit/*.err")))
-    pytest.fail(f"timed out waiting for {what}\n{slurm(env, 'squeue')}\n{logs}")
 
 
 def steps_logged(rd: Path) -> list[int]:
@@ -181,7 +184,7 @@ def test_requeue_resumes_bitwise_and_time_limit_signal_saves_at_its_step(env, tm
     endless = {**TINY, "train": {**TINY["train"], "steps": 100000, "ckpt_every": 1000}}
     # two tasks: the ranks must agree on the step the signal stops at
     tl = spec(tmp_path, "timelimit", base=endless,
-              slurm={"time_min": 2, "signal_delay_s": 75, "tasks_per_node": 2})
+              slurm={"time_min": 3, "signal_delay_s": 110, "tasks_per_node": 2})
     for p in (req, tl):
         submit(tmp_path, p)
     rd, rd_tl = run_dirs(tmp_path, "requeue")[0], run_dirs(tmp_path, "timelimit")[0]
@@ -204,8 +207,10 @@ def test_requeue_resumes_bitwise_and_time_limit_signal_saves_at_its_step(env, tm
     train(load_saved(rd / "config.yaml"), ref)
 
     # time limit: USR2 `signal_delay_s` before it; the loop saves at that step and requeues
-    wait_for(lambda: "SIGUSR2" in str(read_status(rd_tl).get("error")), 150,
+    wait_for(lambda: "SIGUSR2" in str(read_status(rd_tl).get("error")), 200,
              "the time-limit signal", tmp_path, env)
+    assert ckpt_steps(rd_tl), (f"USR2 came before training started (machine too loaded?): "
+                               f"{read_status(rd_tl)}\n{job_logs(tmp_path)}")
     at = ckpt_steps(rd_tl)[-1]
     assert f"requeued at step {at} (SIGUSR2" in read_status(rd_tl)["error"]
     assert steps_logged(rd_tl)[-1] == at > 0  # zero steps lost
