@@ -275,6 +275,7 @@ def test_queued_running_cancel_and_slurm_failures(env, tmp_path):
     t0 = time.time()
     cancel_sweep(busy, results=tmp_path / "results", log=lambda s: None)
     took = time.time() - t0
+    print(f"sweep cancel: running job ended and both runs marked in {took:.1f} s")
     assert took < 20, took
     for d in rds:
         assert read_status(d)["state"] == "cancelled" and not (d / "lock").exists()
