@@ -110,6 +110,11 @@ EOF
 }
 
 up() {
+  if alive "$PIDS/slurmctld.pid" slurmctld && alive "$PIDS/slurmd.pid" slurmd; then
+    echo "SLURM_CONF=$CONF"  # already up (any user may use it)
+    echo "STARTED="
+    return 0
+  fi
   install_packages
   [ "$(id -u)" -eq 0 ] || cannot "slurmd must run as root (run as root, or use a real cluster)"
   mkdir -p "$DIR" "$PIDS"
