@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -114,6 +115,12 @@ def run_local(spec: SweepSpec, sweep_dir: Path, run_dirs: list[Path], max_parall
     return out
 
 
+def tasks_per_node(spec: SweepSpec) -> int:
+    """Processes per node: slurm.tasks_per_node, else one per GPU, else one."""
+    s = spec.slurm
+    return s.tasks_per_node or max(1, s.gpus_per_node)
+
+
 def _submitit_executor(spec: SweepSpec, sweep_dir: Path, cluster: str, max_parallel: int) -> Any:
     import submitit
 
@@ -127,10 +134,13 @@ def _submitit_executor(spec: SweepSpec, sweep_dir: Path, cluster: str, max_paral
         cap = s.array_parallelism
         parallel = min(cap, max_parallel) if max_parallel > 0 else cap
         params.update(
-            nodes=s.nodes, gpus_per_node=s.gpus_per_node, tasks_per_node=s.gpus_per_node,
-            cpus_per_task=s.cpus_per_task, mem_gb=s.mem_gb, slurm_array_parallelism=parallel,
-            slurm_setup=list(s.setup), slurm_additional_parameters=dict(s.additional),
+            nodes=s.nodes, tasks_per_node=tasks_per_node(spec), cpus_per_task=s.cpus_per_task,
+            mem_gb=s.mem_gb, slurm_array_parallelism=parallel,
+            slurm_signal_delay_s=s.signal_delay_s, slurm_setup=list(s.setup),
+            slurm_additional_parameters=dict(s.additional),
         )
+        if s.gpus_per_node > 0:  # 0: a CPU partition; --gpus-per-node=0 is refused without GRES
+            params["gpus_per_node"] = s.gpus_per_node
         for key in ("partition", "account", "qos", "constraint"):
             if getattr(s, key):
                 params[f"slurm_{key}"] = getattr(s, key)
@@ -180,8 +190,26 @@ def run_slurm(spec: SweepSpec, sweep_dir: Path, run_dirs: list[Path], max_parall
     from hnetbench.sweeps.job import SweepJob
 
     ex = _submitit_executor(spec, sweep_dir, "slurm", max_parallel)
-    with ex.batch():
-        jobs = [ex.submit(SweepJob(), str(rd)) for rd in run_dirs]
+    # i17's preflight (sweeps/check.py) belongs here: before anything is submitted
+    with tempfile.TemporaryFile("w+") as err:
+        saved = os.dup(2)  # sbatch writes its errors to our stderr: keep them for one line
+        os.dup2(err.fileno(), 2)
+        try:
+            with ex.batch():
+                jobs = [ex.submit(SweepJob(), str(rd)) for rd in run_dirs]
+            failure = None
+        except Exception as e:  # noqa: BLE001 - sbatch's refusal, as one line
+            failure = e
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        err.seek(0)
+        said = err.read()
+    if failure is not None:
+        reason = _sbatch_error(said + "\n" + str(failure))
+        raise ConfigError(f"sbatch refused the job array: {reason}") from None
+    if said.strip():
+        sys.stderr.write(said)  # sbatch's warnings on success
     record_jobs(sweep_dir, {rd.name: {"executor": "slurm", "job_id": job.job_id,
                                       "submitted": now()} for rd, job in zip(run_dirs, jobs)})
     for rd, job in zip(run_dirs, jobs):
@@ -189,29 +217,41 @@ def run_slurm(spec: SweepSpec, sweep_dir: Path, run_dirs: list[Path], max_parall
     return {str(rd): "submitted" for rd in run_dirs}
 
 
-def cancel_jobs(sweep_dir: Path, log: Log) -> set[str]:
-    """Cancel every recorded submitit job of the sweep; returns the run ids whose jobs were hit."""
+def _sbatch_error(text: str) -> str:
+    """The line of sbatch's output that says why (submitit wraps it in a long message)."""
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
+    for line in lines:
+        if "sbatch: error:" in line:
+            return line.split("sbatch: error:", 1)[1].strip()
+    return lines[0] if lines else "no message"
+
+
+def cancel_jobs(sweep_dir: Path, log: Log) -> dict[str, str]:
+    """Cancel the sweep's queued/running submitit jobs. Returns {run_id: job_id} of the Slurm
+    jobs that were cancelled (the caller waits for them to end); local submitit controllers get
+    SIGINT and are not returned."""
+    from hnetbench.sweeps import slurm
+
     jobs = read_json(sweep_dir / "jobs.json") or {}
-    slurm_ids: list[str] = []
-    hit: set[str] = set()
+    slurm_ids: dict[str, str] = {}
     for run_id, entries in jobs.items():
         for entry in entries:
             if entry.get("executor") == "slurm":
-                slurm_ids.append(str(entry["job_id"]))
-                hit.add(run_id)
+                slurm_ids[str(entry["job_id"])] = run_id
             elif entry.get("executor") == "submitit-local":
                 # the job id is the controller's pid; SIGINT makes it stop its tasks
                 try:
                     os.kill(int(entry["job_id"]), signal.SIGINT)
-                    hit.add(run_id)
                     log(f"cancelled submitit local job {entry['job_id']} ({run_id})")
                 except (ProcessLookupError, ValueError):
                     pass
-    if slurm_ids:
-        ids = sorted(set(slurm_ids))
-        res = subprocess.run(["scancel", *ids], capture_output=True, text=True)
-        if res.returncode != 0:
-            log(f"scancel failed: {res.stderr.strip() or res.returncode}")
-        else:
-            log(f"scancel {' '.join(ids)}")
-    return hit
+    if not slurm_ids:
+        return {}
+    if shutil.which("scontrol"):
+        recs = slurm.job_records(slurm_ids)
+        live = sorted(i for i in slurm_ids if i in recs and recs[i]["state"] in slurm.ACTIVE)
+    else:  # cannot ask Slurm which are still alive: cancel them all
+        live = sorted(slurm_ids)
+    if live:
+        log(slurm.cancel(live))
+    return {slurm_ids[i]: i for i in live}

@@ -30,11 +30,62 @@ EXIT_OK, EXIT_FAILED, EXIT_ALREADY, EXIT_LOCKED, EXIT_CANCELLED = 0, 1, 3, 75, 1
 
 
 class Cancelled(BaseException):
-    """Raised inside a job by SIGTERM (`hnetbench sweep cancel`, scancel)."""
+    """Raised inside a job by SIGTERM (`hnetbench sweep cancel`, scancel) outside the step loop."""
 
 
-def _raise_cancelled(signum: int, frame: Any) -> None:
-    raise Cancelled(f"signal {signum}")
+class Requeue(BaseException):
+    """Raised inside a job by the preemption / time-limit signal (USR2) outside the step loop."""
+
+
+_SUBMITIT_USR2: Any = None  # submitit's USR2 handler (checkpoint + `scontrol requeue` + exit)
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    """SIGTERM (cancel, or Slurm's requeue) and USR2 (preemption / time limit): inside the step
+    loop the trainer checkpoints at the current step and returns; elsewhere stop right here."""
+    # os.write: print() from a handler can hit a print in progress (reentrant-call error)
+    os.write(2, f"[sweep job] got {signal.Signals(signum).name}\n".encode())
+    trainer = sys.modules.get("hnetbench.train.trainer")  # not imported yet: no loop to stop
+    if trainer is not None and trainer.request_stop(signum):
+        return
+    raise Requeue(f"signal {signum}") if signum == signal.SIGUSR2 else Cancelled(f"signal {signum}")
+
+
+def install_stop_handlers() -> None:
+    """Our handlers replace submitit's (its SIGTERM handler only logs "Bypassing signal", so a
+    cancelled job would train on until KillWait's SIGKILL, possibly mid-write)."""
+    global _SUBMITIT_USR2
+    prev = signal.getsignal(signal.SIGUSR2)
+    if callable(prev) and prev is not _on_signal:
+        _SUBMITIT_USR2 = prev
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGUSR2, _on_signal)
+
+
+def slurm_requeueing() -> bool:
+    """True when Slurm itself requeues this job (`scontrol requeue`, preemption with requeue):
+    its restart count is then already one above ours. scancel leaves it equal."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return False
+    from hnetbench.sweeps.slurm import job_records
+
+    rec = job_records([job]).get(job)
+    mine = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    return rec is not None and int(rec.get("restarts") or 0) > mine
+
+
+def cap_threads() -> int | None:
+    """torch threads = the CPUs Slurm gave each task (else torch would use every core of a shared
+    node: two 1-CPU jobs crawled at 120-700 B/s)."""
+    n = os.environ.get("SLURM_CPUS_PER_TASK")
+    if not (n and n.isdigit() and int(n) > 0):
+        return None
+    os.environ["OMP_NUM_THREADS"] = n  # for subprocesses (evals) too
+    import torch
+
+    torch.set_num_threads(int(n))
+    return int(n)
 
 
 def _one_line(e: BaseException) -> str:
@@ -42,8 +93,9 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {msg[0] if msg else ''}".strip()
 
 
-def run_job(run_dir: str | Path) -> dict[str, Any]:
-    """Run one sweep job to completion; never raises for a training error (it is recorded)."""
+def run_job(run_dir: str | Path, on_claimed: Any = None) -> dict[str, Any]:
+    """Run one sweep job to completion; never raises for a training error (it is recorded).
+    `on_claimed()` is called once the run is ours and will train (multi-task jobs: go ranks)."""
     run_dir = Path(run_dir)
     lock = RunLock(run_dir)
     if not lock.acquire():
@@ -51,12 +103,27 @@ def run_job(run_dir: str | Path) -> dict[str, Any]:
     try:
         if is_completed(run_dir):
             return {"run_dir": str(run_dir), "state": "already completed"}
-        return _run_locked(run_dir)
+        return _run_locked(run_dir, on_claimed)
     finally:
         lock.release()
 
 
-def _run_locked(run_dir: Path) -> dict[str, Any]:
+def _stopped(run_dir: Path, signum: int | None, step: Any) -> dict[str, Any]:
+    """Record a run stopped by a signal: requeued (pending, resumes from the checkpoint at the
+    signal's step) or cancelled."""
+    at = f" at step {step}" if step is not None else ""
+    if signum == signal.SIGUSR2:
+        update_status(run_dir, state="pending", finished=now(),
+                      error=f"requeued{at} (SIGUSR2: preemption or time limit)")
+        return {"run_dir": str(run_dir), "state": "requeue", "step": step}
+    if slurm_requeueing():
+        update_status(run_dir, state="pending", finished=now(), error=f"requeued{at} by Slurm")
+        return {"run_dir": str(run_dir), "state": "requeued", "step": step}
+    update_status(run_dir, state="cancelled", finished=now(), error=f"cancelled{at} (SIGTERM)")
+    return {"run_dir": str(run_dir), "state": "cancelled", "step": step}
+
+
+def _run_locked(run_dir: Path, on_claimed: Any = None) -> dict[str, Any]:
     from hnetbench.config import load_saved
 
     job = read_json(run_dir / "job.json") or {}
@@ -68,16 +135,26 @@ def _run_locked(run_dir: Path) -> dict[str, Any]:
     print(f"[sweep job] {run_dir.name} attempt {st['attempts']} pid {os.getpid()}", flush=True)
     t0 = time.time()
     try:
+        if on_claimed is not None:
+            on_claimed()
         cfg = load_saved(run_dir / "config.yaml")
+        import torch
         from hnetbench.train import train  # late import: torch and the models are heavy
 
+        update_status(run_dir, torch_threads=torch.get_num_threads())
         summary = train(cfg, run_dir)
+        if (summary or {}).get("status") == "stopped":
+            return _stopped(run_dir, summary.get("stop_signal"), summary.get("steps"))
         if job.get("match"):
             summary = dict(summary or read_json(run_dir / "summary.json") or {})
             summary["match"] = job["match"]
             write_json(run_dir / "summary.json", summary)
         evals = run_evals(run_dir, job.get("eval") or {})
-    except (Cancelled, KeyboardInterrupt) as e:
+    except Requeue:
+        return _stopped(run_dir, signal.SIGUSR2, None)
+    except Cancelled:
+        return _stopped(run_dir, signal.SIGTERM, None)
+    except KeyboardInterrupt as e:
         update_status(run_dir, state="cancelled", error=_one_line(e), finished=now())
         return {"run_dir": str(run_dir), "state": "cancelled"}
     except Exception as e:  # noqa: BLE001 - a failed run is recorded; the sweep goes on
@@ -155,23 +232,64 @@ except ImportError:  # submitit is the optional [slurm] extra
 
 
 class SweepJob(_Checkpointable):
-    """Submitit job: preemption/timeout requeue resubmits the same job; train() resumes."""
+    """Submitit job: preemption/timeout requeue resubmits the same job; train() resumes.
+
+    Several tasks (one per GPU, or `slurm.tasks_per_node` on CPUs): rank 0 claims the run and
+    tells the other ranks through a gate file whether to train; they never wait for a rank 0
+    that left (run locked elsewhere, already completed, failed before training)."""
 
     def __call__(self, run_dir: str) -> dict[str, Any]:
-        rank = _setup_distributed()
-        if rank > 0:  # only rank 0 owns the run directory's lock and status
-            if is_completed(Path(run_dir)):
-                return {"run_dir": run_dir, "state": "already completed", "rank": rank}
-            from hnetbench.config import load_saved
-            from hnetbench.train import train
+        install_stop_handlers()
+        try:
+            return self._call(Path(run_dir))
+        except Cancelled:  # before the run was claimed: nothing to record (cancel marks it)
+            return {"run_dir": run_dir, "state": "cancelled"}
+        except Requeue:  # before the step loop: nothing to save, the requeued job starts over
+            if _SUBMITIT_USR2 is not None and _rank() == 0:
+                _SUBMITIT_USR2(signal.SIGUSR2, None)
+            return {"run_dir": run_dir, "state": "requeue"}
 
-            train(load_saved(Path(run_dir) / "config.yaml"), Path(run_dir))
-            return {"run_dir": run_dir, "state": "worker", "rank": rank}
-        return run_job(run_dir)
+    def _call(self, rd: Path) -> dict[str, Any]:
+        cap_threads()
+        rank = _setup_distributed()
+        if rank > 0:
+            return self._worker(rd, rank)
+        gate = _gate_path(rd)
+        opened = []
+
+        def open_gate() -> None:
+            if gate is not None:
+                _write_gate(gate, "go")
+                opened.append(True)
+
+        try:
+            result = run_job(rd, on_claimed=open_gate)
+        finally:
+            if gate is not None and not opened:
+                _write_gate(gate, "stop")
+        if result["state"] == "requeue" and _SUBMITIT_USR2 is not None:
+            # checkpoint saved and run released: let submitit requeue the job (and exit)
+            _SUBMITIT_USR2(signal.SIGUSR2, None)
+        return result
+
+    def _worker(self, rd: Path, rank: int) -> dict[str, Any]:
+        gate = _gate_path(rd)
+        deadline = time.time() + 600
+        while gate is not None and not gate.exists():
+            if time.time() > deadline:
+                raise RuntimeError(f"rank {rank}: rank 0 never opened {gate}")
+            time.sleep(0.2)
+        if gate is not None and gate.read_text().strip() != "go":
+            return {"run_dir": str(rd), "state": "worker not needed", "rank": rank}
+        from hnetbench.config import load_saved
+        from hnetbench.train import train
+
+        train(load_saved(rd / "config.yaml"), rd)
+        return {"run_dir": str(rd), "state": "worker", "rank": rank}
 
     def checkpoint(self, run_dir: str) -> Any:
-        # Called in the job on SIGUSR2 before requeue: give the run back so the requeued job
-        # (maybe on another node) can claim it; the last ckpt/ is where it resumes.
+        # Called by submitit on SIGUSR2 when no step loop could stop cleanly, or after ours did:
+        # give the run back so the requeued job (maybe on another node) can claim it.
         lock = RunLock(Path(run_dir))
         info = lock.owner()
         if info and info.get("pid") == os.getpid():
@@ -180,8 +298,29 @@ class SweepJob(_Checkpointable):
         return submitit.helpers.DelayedSubmission(SweepJob(), run_dir)
 
 
+def _gate_path(run_dir: Path) -> Path | None:
+    """Rank 0's go/stop note for this launch of a multi-task job (None for one task)."""
+    ntasks = int(os.environ.get("SLURM_NTASKS", os.environ.get("SUBMITIT_LOCAL_NTASKS", "1")))
+    if ntasks <= 1:
+        return None
+    job = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID") or "0"
+    restart = os.environ.get("SLURM_RESTART_COUNT") or "0"
+    return run_dir / ".ranks" / f"{job}.{restart}"
+
+
+def _write_gate(gate: Path, word: str) -> None:
+    gate.parent.mkdir(exist_ok=True)
+    write_text = gate.with_suffix(".tmp")
+    write_text.write_text(word + "\n")
+    write_text.replace(gate)
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or 0)
+
+
 def _setup_distributed() -> int:
-    """Export MASTER_ADDR/PORT, RANK, WORLD_SIZE from Slurm for multi-GPU jobs; returns the rank."""
+    """Export MASTER_ADDR/PORT, RANK, WORLD_SIZE for a multi-task job; returns the rank."""
     ntasks = int(os.environ.get("SLURM_NTASKS", os.environ.get("SUBMITIT_LOCAL_NTASKS", "1")))
     if ntasks <= 1 or submitit is None:
         return 0
@@ -194,10 +333,12 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m hnetbench.sweeps.job RUN_DIR", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _raise_cancelled)
+    install_stop_handlers()
+    cap_threads()
     result = run_job(argv[0])
     return {"completed": EXIT_OK, "already completed": EXIT_ALREADY, "locked": EXIT_LOCKED,
-            "cancelled": EXIT_CANCELLED}.get(result["state"], EXIT_FAILED)
+            "cancelled": EXIT_CANCELLED, "requeued": EXIT_CANCELLED,
+            "requeue": EXIT_CANCELLED}.get(result["state"], EXIT_FAILED)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hnetbench.config import RunConfig, atomic_write_text, save_config, to_dict
+from hnetbench.sweeps import slurm
 from hnetbench.sweeps.executors import WAITS, cancel_jobs, check_available, get_executor
 from hnetbench.sweeps.spec import (
     PlannedRun,
@@ -39,7 +40,6 @@ from hnetbench.sweeps.state import (
 
 Log = Callable[[str], None]
 CPU_FLOPS = 5e10  # sustained fp32 training FLOP/s of a small CPU box (FIELD-NOTES: ~150 peak)
-GPU_PEAK = 989e12  # H100 bf16 dense peak
 
 
 # ----------------------------------------------------------------------------- planning
@@ -78,9 +78,23 @@ def throughput(spec: SweepSpec, executor: str) -> float:
     """Sustained training FLOP/s of one run, for the time estimate."""
     if spec.estimate.flops_per_s > 0:
         return spec.estimate.flops_per_s
-    if executor == "slurm":
-        return spec.slurm.nodes * spec.slurm.gpus_per_node * GPU_PEAK * spec.estimate.mfu
+    s, e = spec.slurm, spec.estimate
+    if executor == "slurm" and s.gpus_per_node > 0:
+        return s.nodes * s.gpus_per_node * e.gpu_peak_flops * e.mfu
+    if executor == "slurm":  # a CPU partition: a small CPU box per node
+        return s.nodes * CPU_FLOPS
     return CPU_FLOPS
+
+
+def throughput_basis(spec: SweepSpec, executor: str) -> str:
+    """What the time estimate assumes, for the plan's header."""
+    s, e = spec.slurm, spec.estimate
+    if e.flops_per_s > 0:
+        return "estimate.flops_per_s"
+    if executor == "slurm" and s.gpus_per_node > 0:
+        return (f"{s.nodes}x{s.gpus_per_node} GPUs at {_fmt_num(e.gpu_peak_flops, 'FLOP/s')} peak"
+                f" (estimate.gpu_peak_flops) x mfu {e.mfu}")
+    return f"{_fmt_num(CPU_FLOPS, 'FLOP/s')} per CPU node; set estimate.flops_per_s"
 
 
 def plan(spec: SweepSpec, runs: list[PlannedRun], executor: str) -> list[dict[str, Any]]:
@@ -126,7 +140,8 @@ def _fmt_time(s: float | None) -> str:
 
 def format_plan(spec: SweepSpec, rows: list[dict[str, Any]], executor: str) -> str:
     lines = [f"sweep {spec.name}: {len(rows)} runs, executor {executor},"
-             f" throughput estimate {_fmt_num(throughput(spec, executor), 'FLOP/s')} per run"]
+             f" throughput estimate {_fmt_num(throughput(spec, executor), 'FLOP/s')} per run"
+             f" ({throughput_basis(spec, executor)})"]
     head = f"{'run_id':12s}  {'params':>7s}  {'FLOPs/B':>8s}  {'bytes':>7s}  {'est':>6s}  label"
     lines.append(head)
     for r in rows:
@@ -180,21 +195,30 @@ def run_sweep(spec_path: str | Path, executor: str = "local", max_parallel: int 
     check_available(executor)
     sweep_dir = Path(results) / spec.name
     write_plan(spec, runs, rows, sweep_dir)
-    todo, skipped = [], {"completed": 0, "failed": 0, "running elsewhere": 0}
+    todo = []
+    skipped = {"completed": 0, "failed": 0, "running elsewhere": 0, "queued or running in Slurm": 0}
+    recs = slurm_records(sweep_dir, [r.run_id for r in runs])
     for run in runs:
         rd = sweep_dir / run.run_id
         if is_completed(rd):
             skipped["completed"] += 1
-            continue
-        if read_status(rd)["state"] == "failed" and not retry_failed:
-            skipped["failed"] += 1
-            log(f"skip failed {run.run_id} {run.label} (use --retry-failed)")
             continue
         owner = live_owner(rd)
         if owner is not None:
             skipped["running elsewhere"] += 1
             log(f"skip {run.run_id} {run.label}: running in pid {owner.get('pid')}"
                 f" on {owner.get('host')}")
+            continue
+        rec = recs.get(run.run_id)
+        if rec is not None and rec["state"] in slurm.ACTIVE:  # queued runs hold no lock
+            skipped["queued or running in Slurm"] += 1
+            log(f"skip {run.run_id} {run.label}: Slurm job {rec['job_id']} is {rec['state']}")
+            continue
+        if rec is not None:
+            settle_from_slurm(rd, rec)
+        if read_status(rd)["state"] == "failed" and not retry_failed:
+            skipped["failed"] += 1
+            log(f"skip failed {run.run_id} {run.label} (use --retry-failed)")
             continue
         todo.append(rd)
     log(f"sweep {spec.name}: {len(runs)} runs, {len(todo)} to run"
@@ -245,10 +269,50 @@ def _last_metrics(path: Path) -> dict[str, Any]:
     return {}
 
 
-def run_state(rd: Path, jobs: dict[str, Any]) -> str:
-    st = read_status(rd)
-    state = st["state"]
-    if state == "running" and live_owner(rd) is None:
+def slurm_records(sweep_dir: Path, run_ids: list[str]) -> dict[str, dict[str, str]]:
+    """Slurm's record of each run's latest Slurm job ({} for runs never sent to Slurm, jobs
+    Slurm forgot, or no Slurm here)."""
+    jobs = read_json(sweep_dir / "jobs.json") or {}
+    last: dict[str, str] = {}
+    for run_id in run_ids:
+        entries = [e for e in jobs.get(run_id) or [] if e.get("executor") == "slurm"]
+        if entries:
+            last[run_id] = str(entries[-1]["job_id"])
+    if not last:
+        return {}
+    recs = slurm.job_records(last.values())
+    return {run_id: {**recs[j], "job_id": j} for run_id, j in last.items() if j in recs}
+
+
+def settle_from_slurm(rd: Path, rec: dict[str, str]) -> None:
+    """Write Slurm's verdict into status.json for a job that ended without recording it (failed
+    in its setup, killed for memory, timed out without requeue, cancelled while queued)."""
+    verdict = ("failed" if rec["state"] in slurm.FAILED
+               else "cancelled" if rec["state"] == "CANCELLED" else None)
+    if verdict is None or read_status(rd)["state"] in ("completed", "failed", "cancelled"):
+        return
+    lock = RunLock(rd)
+    if not lock.acquire():  # a live job holds the run: it records its own outcome
+        return
+    try:
+        if read_status(rd)["state"] not in ("completed", "failed", "cancelled"):
+            update_status(rd, state=verdict, error=slurm.describe(rec), finished=now())
+    finally:
+        lock.release()
+
+
+def run_state(rd: Path, jobs: dict[str, Any], rec: dict[str, str] | None = None) -> str:
+    """The state status shows: the run's own record, a live lock, else what Slurm says."""
+    if is_completed(rd):
+        return "completed"
+    if live_owner(rd) is not None:
+        return read_status(rd)["state"]
+    if rec is not None and rec["state"] in slurm.ACTIVE:
+        return "queued" if rec["state"].startswith(("PENDING", "REQUEUE")) else "starting"
+    if rec is not None:
+        settle_from_slurm(rd, rec)
+    state = read_status(rd)["state"]
+    if state == "running":
         return "interrupted"
     if state == "pending" and rd.name in jobs:
         return "submitted"
@@ -259,15 +323,21 @@ def sweep_status(spec_path: str | Path, results: str | Path = "results",
                  log: Log = print) -> list[dict[str, Any]]:
     spec, sweep_dir, rows = _planned(spec_path, results)
     jobs = read_json(sweep_dir / "jobs.json") or {}
+    recs = slurm_records(sweep_dir, [row["run_id"] for row in rows])
     out = []
     for row in rows:
         rd = sweep_dir / row["run_id"]
+        rec = recs.get(row["run_id"])
+        state = run_state(rd, jobs, rec)
         st = read_status(rd)
         summary = read_json(rd / "summary.json") or {}
         last = _last_metrics(rd / "metrics.jsonl")
-        out.append({"run_id": row["run_id"], "label": row["label"], "state": run_state(rd, jobs),
+        note = st.get("error")
+        if state in ("queued", "starting") and rec is not None:
+            note = f"{rec['state']}: {rec['reason']}" if rec.get("reason") else rec["state"]
+        out.append({"run_id": row["run_id"], "label": row["label"], "state": state,
                     "attempts": st["attempts"], "step": summary.get("steps", last.get("step")),
-                    "val_bpb": summary.get("final_val_bpb"), "error": st.get("error"),
+                    "val_bpb": summary.get("final_val_bpb"), "error": note,
                     "job": (jobs.get(row["run_id"]) or [{}])[-1].get("job_id")})
     counts: dict[str, int] = {}
     for r in out:
@@ -281,7 +351,7 @@ def sweep_status(spec_path: str | Path, results: str | Path = "results",
         line = (f"{r['run_id']:12s}  {r['state']:11s}  {r['attempts']:>3d}  "
                 f"{str(r['step'] if r['step'] is not None else '-'):>6s}  {bpb:>7s}  "
                 f"{str(r['job'] or '-'):>10s}  {r['label']}")
-        if r["error"] and r["state"] in ("failed", "cancelled"):
+        if r["error"] and r["state"] in ("failed", "cancelled", "queued", "submitted"):
             line += f"  ({r['error']})"
         log(line)
     return out
@@ -291,28 +361,39 @@ def sweep_status(spec_path: str | Path, results: str | Path = "results",
 
 
 def cancel_sweep(spec_path: str | Path, results: str | Path = "results", log: Log = print,
-                 wait_s: float = 15.0) -> int:
-    """Cancel submitted jobs, stop local ones, mark every unfinished run cancelled."""
+                 wait_s: float = 60.0) -> int:
+    """Cancel queued/running Slurm jobs, stop local ones, mark every unfinished run cancelled.
+
+    A run's lock is never removed while its job may still write: cancelled jobs (SIGTERM) save
+    a checkpoint at their current step, record `cancelled` and release the run themselves; we
+    wait up to `wait_s` for that, then mark the runs no job holds."""
     spec, sweep_dir, rows = _planned(spec_path, results)
-    hit = cancel_jobs(sweep_dir, log)
+    slurm_hit = cancel_jobs(sweep_dir, log)
     host = socket.gethostname()
+    deadline = time.time() + wait_s
+    for row in rows:  # local jobs (no Slurm job): SIGTERM the process that holds the run
+        rd = sweep_dir / row["run_id"]
+        owner = live_owner(rd) if rd.is_dir() else None
+        if owner and owner.get("host") == host and owner.get("pid") and \
+                not owner.get("slurm_job_id"):
+            try:
+                os.kill(int(owner["pid"]), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    pending = {row["run_id"] for row in rows if (sweep_dir / row["run_id"]).is_dir()}
+    while time.time() < deadline:
+        busy = {r for r in pending if live_owner(sweep_dir / r) is not None}
+        recs = slurm.job_records(slurm_hit.values()) if slurm_hit else {}
+        busy |= {r for r, j in slurm_hit.items() if j in recs and recs[j]["state"] in slurm.ACTIVE}
+        if not busy:
+            break
+        time.sleep(0.3)
     n = 0
     for row in rows:
         rd = sweep_dir / row["run_id"]
         if not rd.is_dir() or is_completed(rd):
             continue
         lock = RunLock(rd)
-        owner = live_owner(rd)
-        if owner and owner.get("host") == host and owner.get("pid"):
-            try:  # a local job: SIGTERM makes it record `cancelled` and drop its lock
-                os.kill(int(owner["pid"]), signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            deadline = time.time() + wait_s
-            while lock.path.exists() and live_owner(rd) and time.time() < deadline:
-                time.sleep(0.2)
-        elif owner and row["run_id"] in hit:
-            lock.path.unlink(missing_ok=True)  # its Slurm job was just cancelled
         if lock.acquire():
             try:
                 if not is_completed(rd):
@@ -323,6 +404,7 @@ def cancel_sweep(spec_path: str | Path, results: str | Path = "results", log: Lo
             finally:
                 lock.release()
         else:
-            log(f"could not cancel {row['run_id']} {row['label']}: locked by {lock.owner()}")
+            log(f"still stopping {row['run_id']} {row['label']} (held by {lock.owner()}); "
+                "its job records `cancelled` when it ends")
     log(f"sweep {spec.name}: marked {n} runs cancelled")
     return 0

@@ -75,12 +75,14 @@ class SlurmSpec:
     qos: str | None = None
     constraint: str | None = None
     nodes: int = 1
-    gpus_per_node: int = 1
+    gpus_per_node: int = 1  # 0: a CPU partition (no --gpus-per-node)
+    tasks_per_node: int = 0  # processes per node; 0 = one per GPU (one when gpus_per_node is 0)
     cpus_per_task: int = 8
     mem_gb: int = 64
     time_min: int = 1440
     array_parallelism: int = 32
     max_requeue: int = 3  # preemption/timeout requeues per job
+    signal_delay_s: int = 90  # Slurm sends USR2 this long before the time limit (--signal)
     setup: list[str] = field(default_factory=list)  # shell lines before the job (module load, ...)
     additional: dict = field(default_factory=dict)  # extra #SBATCH options, e.g. {mail-type: END}
 
@@ -89,6 +91,7 @@ class SlurmSpec:
 class EstimateSpec:
     flops_per_s: float = 0.0  # sustained training FLOP/s per run; 0 = guess from the executor
     mfu: float = 0.35  # used with the accelerator peak when flops_per_s is 0
+    gpu_peak_flops: float = 989e12  # one GPU's peak (default: H100 bf16 dense; A100: 312e12)
 
 
 @dataclass
@@ -185,10 +188,12 @@ def load_spec(path: str | Path) -> SweepSpec:
             for key in spec.match.group_by:
                 if key not in ("scale", "family"):
                     _check_key(key, "match.group_by")
-        for key in ("nodes", "gpus_per_node", "cpus_per_task", "mem_gb", "time_min",
-                    "array_parallelism"):
+        for key in ("nodes", "cpus_per_task", "mem_gb", "time_min", "array_parallelism"):
             if getattr(spec.slurm, key) < 1:
                 raise ConfigError(f"slurm.{key}: expected a positive integer")
+        for key in ("gpus_per_node", "tasks_per_node", "signal_delay_s"):
+            if getattr(spec.slurm, key) < 0:
+                raise ConfigError(f"slurm.{key}: expected an integer >= 0")
     except ConfigError as e:
         raise ConfigError(f"{p}: {e}") from None
     return spec

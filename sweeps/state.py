@@ -1,9 +1,10 @@
 """Per-run state: `status.json` (atomic writes) and the run lock that makes a job run once.
 
 A run directory is claimed by creating `lock` with O_CREAT|O_EXCL; the file holds the owner's
-pid, host, time and Slurm job id. A lock whose pid is dead on this host (or whose Slurm job id is
-ours, i.e. we are the requeued job) is stale and may be broken; breaking happens under an
-flock'ed guard file so two breakers can never both win.
+pid, host, time and Slurm job id. A lock is stale, and may be broken, when its pid is dead on this
+host, when its Slurm job id is ours (we are the requeued job), or, for a lock written on another
+host by a Slurm job, when Slurm says that job (or that launch of it) is over. Breaking happens
+under an flock'ed guard file so two breakers can never both win.
 """
 
 from __future__ import annotations
@@ -72,6 +73,19 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _slurm_launch_over(job_id: str, restart: Any) -> bool:
+    """Slurm says the job that wrote a lock has ended, or was requeued since (a later launch);
+    False when Slurm cannot be asked (then only a person can tell)."""
+    from hnetbench.sweeps.slurm import ACTIVE, controller_forgot, job_records
+
+    rec = job_records([job_id]).get(job_id)
+    if rec is None:
+        return controller_forgot(job_id)
+    if rec["state"] not in ACTIVE:
+        return True
+    return int(rec.get("restarts") or 0) > int(restart or 0)
+
+
 class RunLock:
     """Exclusive claim of one run directory by one process."""
 
@@ -93,7 +107,9 @@ class RunLock:
             return True  # our own job, requeued after preemption: the old process is gone
         if info.get("host") == socket.gethostname():
             return not _pid_alive(int(info.get("pid", 0)))
-        return False  # another host: cannot tell; `hnetbench sweep cancel` or delete by hand
+        if info.get("slurm_job_id"):
+            return _slurm_launch_over(str(info["slurm_job_id"]), info.get("slurm_restart"))
+        return False  # another host, no Slurm job: cannot tell; delete the lock by hand
 
     def acquire(self) -> bool:
         """Try once (breaking a stale lock if needed); True when this process now owns the run."""
@@ -105,7 +121,8 @@ class RunLock:
                     return False
                 continue
             info = {"pid": os.getpid(), "host": socket.gethostname(), "time": now(),
-                    "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+                    "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+                    "slurm_restart": int(os.environ.get("SLURM_RESTART_COUNT") or 0)}
             with os.fdopen(fd, "w") as f:
                 json.dump(info, f)
                 f.flush()

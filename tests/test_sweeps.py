@@ -240,12 +240,19 @@ echo "Submitted batch job 4242"
 FAKE_SCANCEL = """#!/bin/sh
 echo "$@" >> "{dir}/scancel.log"
 """
+# a pending array as `scontrol show job -o` prints it: one record for the unstarted tasks
+FAKE_SCONTROL = """#!/bin/sh
+state=PENDING; [ -f "{dir}/scancel.log" ] && state=CANCELLED
+echo "JobId=4242 ArrayJobId=4242 ArrayTaskId=0-2%3 JobName=x JobState=$state Reason=Priority \
+Dependency=(null) Requeue=1 Restarts=0 ExitCode=0:0"
+"""
 
 
 def test_slurm_submission_and_cancel(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name, text in (("sbatch", FAKE_SBATCH), ("scancel", FAKE_SCANCEL), ("srun", "")):
+    for name, text in (("sbatch", FAKE_SBATCH), ("scancel", FAKE_SCANCEL), ("srun", ""),
+                       ("scontrol", FAKE_SCONTROL)):
         (bin_dir / name).write_text(text.format(dir=tmp_path))
         (bin_dir / name).chmod(0o755)
     slurm = {"partition": "gpu", "account": "myproj", "qos": "high", "nodes": 1,
@@ -267,7 +274,12 @@ def test_slurm_submission_and_cancel(tmp_path):
     assert sorted(e[0]["job_id"] for e in jobs.values()) == ["4242_0", "4242_1", "4242_2"]
     status = subprocess.run([sys.executable, "-m", "hnetbench", "sweep", "status", str(p)],
                             cwd=tmp_path, env=env, capture_output=True, text=True).stdout
-    assert status.count("submitted") >= 3
+    assert status.count("queued") >= 3 and "PENDING: Priority" in status, status
+    again = subprocess.run([sys.executable, "-m", "hnetbench", "sweep", "run", str(p),
+                            "--executor", "slurm"], cwd=tmp_path, env=env, capture_output=True,
+                           text=True)
+    assert "0 to run, 3 queued or running in Slurm" in again.stdout, again.stdout + again.stderr
+    assert len(list(tmp_path.glob("sbatch.*.sh"))) == 1  # nothing submitted twice
     res = subprocess.run([sys.executable, "-m", "hnetbench", "sweep", "cancel", str(p)],
                          cwd=tmp_path, env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
@@ -339,3 +351,21 @@ def test_failed_run_is_recorded_others_go_on_and_retry(tmp_path):
     retry = sweep("run", str(p), "--retry-failed", cwd=tmp_path, check=False)
     assert "1 to run, 1 completed" in retry.stdout
     assert read_status(by_domain["domain=klingon"])["attempts"] == 2
+
+
+def test_slurm_cpu_partition_spec_and_plan_assumptions(tmp_path):
+    from hnetbench.sweeps.executors import tasks_per_node
+    from hnetbench.sweeps.runner import throughput, throughput_basis
+
+    cpu = load_spec(write_spec(tmp_path / "c.yaml", "cpu",
+                               slurm={"gpus_per_node": 0, "signal_delay_s": 30}))
+    assert cpu.slurm.signal_delay_s == 30 and tasks_per_node(cpu) == 1
+    assert "CPU node" in throughput_basis(cpu, "slurm") and throughput(cpu, "slurm") == 5e10
+    a100 = load_spec(write_spec(tmp_path / "g.yaml", "gpu",
+                                slurm={"gpus_per_node": 4, "nodes": 2},
+                                estimate={"gpu_peak_flops": 312e12, "mfu": 0.5}))
+    assert tasks_per_node(a100) == 4
+    assert throughput(a100, "slurm") == pytest.approx(2 * 4 * 312e12 * 0.5)
+    assert "2x4 GPUs at 312TFLOP/s peak" in throughput_basis(a100, "slurm")
+    with pytest.raises(ConfigError, match=r"slurm.gpus_per_node: expected an integer >= 0"):
+        load_spec(write_spec(tmp_path / "b.yaml", "bad", slurm={"gpus_per_node": -1}))

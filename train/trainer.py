@@ -50,6 +50,21 @@ from hnetbench.train.schedule import lr_factor
 LN2 = math.log(2.0)
 
 
+class StopRequest:
+    """Set by a signal handler (a sweep job's preemption / time-limit / cancel signal): the loop
+    checkpoints at the current step and returns a "stopped" summary, so no step is lost. Every
+    rank must see it before stopping (ranks agree through an all-reduce after each step)."""
+
+    signal: int | None = None  # the signal asked for a stop; None = go on
+    in_loop: bool = False  # True while the step loop runs (a stop is honoured at a step's end)
+
+
+def request_stop(signum: int) -> bool:
+    """Ask the running loop to stop at the end of its step; False when no loop runs here."""
+    StopRequest.signal = signum
+    return StopRequest.in_loop
+
+
 class TrainingDiverged(RuntimeError):
     """The loss or gradient norm became NaN/inf; the run stopped before applying the update."""
 
@@ -324,7 +339,7 @@ class Trainer:
         if self.env.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.out / "config.yaml")
-        tc, main = self.tc, self.env.is_main
+        main = self.env.is_main
         batches = Batches(self.loader)
         self.metrics = MetricsFile(self.out / "metrics.jsonl",
                                    self.step if resume else None) if main else None
@@ -332,9 +347,24 @@ class Trainer:
             self.metrics.write({"step": self.step, "event": "checkpoint_fallback",
                                 "resumed_from": str(resume), "skipped": self.skipped_ckpts})
         nominal = plan.bytes_per_step(self.cfg) * self.total_steps
-        progress = Progress(self.cfg.name, nominal, self.bytes_seen, enabled=main)
+        progress = Progress(self.cfg.name, nominal, self.bytes_seen, enabled=self.env.is_main)
         stop_at = self.total_steps if max_steps is None else min(self.total_steps, max_steps)
         self.model.train()
+        StopRequest.signal, StopRequest.in_loop = None, True
+        try:
+            return self._loop(batches, progress, stop_at)
+        finally:
+            StopRequest.in_loop = False
+
+    def _stop_requested(self) -> bool:
+        asked = StopRequest.signal is not None
+        if not self.env.enabled:
+            return asked
+        flag = torch.tensor([float(asked)], device=self.device)
+        return bool(all_reduce_sum(flag, self.env).item() > 0)
+
+    def _loop(self, batches: Batches, progress: Progress, stop_at: int) -> dict:
+        tc, main = self.tc, self.env.is_main
         val_bpb = None
         span_bytes, span_time, span_steps = 0, 0.0, 0  # throughput since the last log line
         while self.step < stop_at:
@@ -361,8 +391,13 @@ class Trainer:
             final = self.step == self.total_steps
             if (tc.eval_every > 0 and self.step % tc.eval_every == 0) or final:
                 val_bpb = self._eval(progress)
-            if (tc.ckpt_every > 0 and self.step % tc.ckpt_every == 0) or last:
+            due = (tc.ckpt_every > 0 and self.step % tc.ckpt_every == 0) or last
+            if due:
                 self._save()
+            if not last and self._stop_requested():
+                if not due:
+                    self._save()  # the signal's step: a requeued job resumes here, nothing lost
+                break
         if self.step == self.total_steps and val_bpb is None:
             # resumed from the final checkpoint (its val line is already logged): no step ran
             val_bpb = self._eval(progress, log=False)
@@ -405,6 +440,7 @@ class Trainer:
             "domain": cfg.data.domain,
             "name": cfg.name,
             "world_size": self.env.world_size,
+            **({"stop_signal": StopRequest.signal} if status == "stopped" else {}),
             **extra,
         }
 
