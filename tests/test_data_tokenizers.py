@@ -409,3 +409,36 @@ def test_identity_and_vocab_size_without_training():
     a, b = train_bpe(_code_sample()[:8], 300), train_bpe(_code_sample()[8:16], 300)
     assert a.identity().startswith("bpe-") and a.identity() != b.identity()
     assert a.identity() == train_bpe(_code_sample()[:8], 300).identity()
+
+
+def test_data_stats_bytes_per_token_for_every_configured_tokenizer(tmp_path, monkeypatch, capsys):
+    import argparse
+
+    from hnetbench import cli
+    from hnetbench.data.commands import configured_tokenizers, tokenizer_label
+
+    ns = argparse.Namespace(tokenizers=None, bpe_vocab_size=2048, bpe_vocab_sizes=[4096],
+                            sp_model_type="unigram", tokenizer_path=None)
+    monkeypatch.delenv("HNETBENCH_GPT2_BPE", raising=False)
+    monkeypatch.setenv("HNETBENCH_LLAMA3_TOKENIZER", str(tmp_path / "tokenizer.model"))
+    labels = [tokenizer_label(c) for c in configured_tokenizers(ns)]
+    assert labels == ["bpe2048", "bpe4096", "sentencepiece-unigram2048",
+                      "sentencepiece-unigram4096", "llama3"]  # llama3: its file is configured
+    _write_ranks(tmp_path / "tokenizer.model", _llama_like_ranks())
+    tj = tmp_path / "tokenizer.json"
+    tj.write_text(train_bpe(_code_sample()[:8], 300)._tok.to_str())
+    args = ["data", "stats", "--domains", "code", "--bpe-vocab-size", "300",
+            "--tokenizers", "bpe", "hf", "llama3", "--tokenizer-path", str(tj)]
+    assert cli.main(args + ["--format", "json"]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    val = load_documents("code", "val")
+    hf = get_tokenizer(DataConfig(tokenizer="hf", tokenizer_path=str(tj)))
+    assert row["hf_bytes_per_token_val"] == round(bytes_per_token(hf, val), 4)
+    assert row["bpe_vocab_size"] == 300 and row["bpe_bytes_per_token_val"] > 1.2
+    assert "bpe300_bytes_per_token_val" not in row  # the BPE column keeps its old name
+    assert cli.main(args[:-4] + ["--tokenizers", "bpe", "llama3"]) == 0  # llama3 from the env
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[-1] == "llama3" and "bytes per token" in out[-1]
+    monkeypatch.delenv("HNETBENCH_LLAMA3_TOKENIZER")
+    assert cli.main(args[:-4] + ["--tokenizers", "llama3"]) == 2  # one-line error, no traceback
+    assert "llama3 tokenizer: no ranks file" in capsys.readouterr().err
