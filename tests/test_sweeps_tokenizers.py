@@ -104,13 +104,14 @@ def test_tokenizers_preset_expands_matched():
     """The preset (bytes/token given here, measured in the real sweep): four domains, BPE and
     SentencePiece unigram at two vocabulary sizes, each with its own matched 1-stage H-Net."""
     spec = load_spec(SPECS / "tokenizers.yaml")
-    assert spec.axes.grid["data.domain"] == ["en", "zh", "code", "dna"]
+    assert spec.axes.zip[0]["data.domain"] == ["en", "en", "zh", "zh", "code", "code", "dna", "dna"]
     spec.match.bytes_per_token = {"bpe": 3.0, "sentencepiece": 2.6}
     runs = expand(spec)
     refs = [r for r in runs if r.match["is_reference"]]
     assert len(refs) == 16 and {r.cfg.data.sp_model_type for r in refs} == {"unigram"}
-    assert {(r.cfg.data.tokenizer, r.cfg.model.vocab_size) for r in refs} == {
-        (t, v) for t in ("bpe", "sentencepiece") for v in spec.axes.grid["data.bpe_vocab_size"]}
+    assert {(r.cfg.data.domain, r.cfg.data.tokenizer, r.cfg.model.vocab_size) for r in refs} == {
+        (d, t, v) for t in ("bpe", "sentencepiece")
+        for d, v in zip(*spec.axes.zip[0].values())}
     hnets = [r for r in runs if not r.match["is_reference"]]
     assert {r.cfg.preset for r in hnets} == {"hnet-1stage@cpu-tiny"}
     assert len(hnets) + sum(len(h.match.get("also_references", [])) for h in hnets) == 16
