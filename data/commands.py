@@ -29,9 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=None,
         choices=list(STATS_TOKENIZERS),
-        help="tokenizers measured (default: bpe sentencepiece, plus gpt2 / llama3 when "
-        "$HNETBENCH_GPT2_BPE / $HNETBENCH_LLAMA3_TOKENIZER point at local files); bpe and "
-        "sentencepiece at every --bpe-vocab-size",
+        help="tokenizers measured (default: bpe, plus gpt2 / llama3 when $HNETBENCH_GPT2_BPE / "
+        "$HNETBENCH_LLAMA3_TOKENIZER point at local files; add sentencepiece or hf here); bpe "
+        "and sentencepiece at every vocabulary size given",
     )
     st.add_argument("--bpe-vocab-sizes", nargs="+", type=int, default=None, metavar="N",
                     help="more vocabulary sizes for bpe and sentencepiece")
@@ -57,7 +57,7 @@ def configured_tokenizers(args: argparse.Namespace) -> list[DataConfig]:
     """The tokenizers `data stats` measures, as DataConfigs (domain filled in per row)."""
     kinds = args.tokenizers
     if kinds is None:
-        kinds = ["bpe", "sentencepiece"]
+        kinds = ["bpe"]  # sentencepiece on request: unigram training on DNA takes minutes
         kinds += [k for k, env in (("gpt2", "HNETBENCH_GPT2_BPE"),
                                    ("llama3", "HNETBENCH_LLAMA3_TOKENIZER")) if os.environ.get(env)]
     vocabs = [args.bpe_vocab_size] + [v for v in args.bpe_vocab_sizes or []

@@ -422,8 +422,11 @@ def test_data_stats_bytes_per_token_for_every_configured_tokenizer(tmp_path, mon
     monkeypatch.delenv("HNETBENCH_GPT2_BPE", raising=False)
     monkeypatch.setenv("HNETBENCH_LLAMA3_TOKENIZER", str(tmp_path / "tokenizer.model"))
     labels = [tokenizer_label(c) for c in configured_tokenizers(ns)]
+    assert labels == ["bpe2048", "bpe4096", "llama3"]  # llama3: its file is configured
+    ns.tokenizers = ["bpe", "sentencepiece"]
+    labels = [tokenizer_label(c) for c in configured_tokenizers(ns)]
     assert labels == ["bpe2048", "bpe4096", "sentencepiece-unigram2048",
-                      "sentencepiece-unigram4096", "llama3"]  # llama3: its file is configured
+                      "sentencepiece-unigram4096"]
     _write_ranks(tmp_path / "tokenizer.model", _llama_like_ranks())
     tj = tmp_path / "tokenizer.json"
     tj.write_text(train_bpe(_code_sample()[:8], 300)._tok.to_str())
