@@ -161,5 +161,6 @@ def tokenizer_table(runs: Iterable[str | Path | Mapping], measure: bool = True) 
     order = {d: i for i, d in enumerate(DOMAIN_ORDER)}
     df["_d"] = df["domain"].map(lambda d: order.get(d, len(order)))
     df["_b"] = df["tokenizer"].eq("bytes")
-    df = df.sort_values(["_d", "domain", "_b", "tokenizer", "model", "run"], kind="stable")
+    df = df.sort_values(["_d", "domain", "_b", "tokenizer", "matched_to", "model", "run"],
+                        kind="stable", na_position="first")
     return df.drop(columns=["_d", "_b"]).reset_index(drop=True)
