@@ -60,6 +60,19 @@ class MatchSpec:
 
 
 @dataclass
+class BranchSpec:
+    """WSD cool-down branches (train/branch.py) of the sweep's finished runs: each selected run
+    also gets its final loss at these fractions of its budget. Runs are selected by domain and
+    seed; the runs' train.ckpt_every must hit the branch steps and train.keep_last be 0."""
+
+    fractions: list[float] = field(default_factory=lambda: [0.25, 0.5])
+    domains: list[str] = field(default_factory=lambda: ["en"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    # evals of a branch: BPB only by default (the data-scaling fit needs nothing else)
+    tasks: bool = False
+
+
+@dataclass
 class SweepEval:
     bpb: bool = True
     splits: list[str] = field(default_factory=lambda: ["val"])
@@ -100,6 +113,7 @@ class SweepSpec:
     eval: SweepEval = field(default_factory=SweepEval)
     slurm: SlurmSpec = field(default_factory=SlurmSpec)
     estimate: EstimateSpec = field(default_factory=EstimateSpec)
+    branch: BranchSpec | None = None
     path: str = ""  # where the spec was read from (filled in by load_spec)
 
 
@@ -335,7 +349,8 @@ _BPT_CACHE: dict[str, float] = {}
 
 
 def bytes_per_token(cfg: RunConfig, override: float | None = None) -> float:
-    """Bytes per model token of a run's tokenizer (1 for byte models)."""
+    """Bytes per model token of a run's tokenizer (1 for byte models), measured on the run's
+    training split (embedded corpora) unless `override` gives it."""
     d = cfg.data
     if d.tokenizer == "bytes":
         return 1.0
@@ -351,7 +366,9 @@ def bytes_per_token(cfg: RunConfig, override: float | None = None) -> float:
         from hnetbench.data import corpus_documents, get_tokenizer
         from hnetbench.data.tokenizers import bytes_per_token as measure
 
-        _BPT_CACHE[key] = measure(get_tokenizer(d), corpus_documents(d, "val")[:200])
+        # the training split itself, whole: what the loader measures and the FLOP counter
+        # uses for the realised FLOPs/byte (a val sample misjudged zh by 17%)
+        _BPT_CACHE[key] = measure(get_tokenizer(d), corpus_documents(d, "train"))
     return _BPT_CACHE[key]
 
 
