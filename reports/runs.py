@@ -287,3 +287,6 @@ def _twin_suffix(r: Run, twins: list[Run]) -> str:
     return r.name if len({o.name for o in twins}) == len(twins) else r.run_id[:8]
 
 
+
+# public name for other report modules
+read_mapping = _read_mapping
