@@ -386,8 +386,12 @@ def perturbed_accuracy(r: Run) -> tuple[float, float] | None:
     if not isinstance(rob, dict):
         return None
     for _task, d in sorted(rob.items()):
-        if isinstance(d, dict) and None not in (_num(d.get("clean")), _num(d.get("avg"))):
-            return float(d["clean"]), float(d["avg"])
+        if not isinstance(d, dict) or _num(d.get("clean")) is None:
+            continue
+        perts = [_num(v) for k, v in d.items() if k not in ("clean", "score", "chance", "avg")]
+        perts = [v for v in perts if v is not None]
+        if perts:
+            return float(d["clean"]), sum(perts) / len(perts)
     return None
 
 

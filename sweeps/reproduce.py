@@ -106,6 +106,8 @@ def main(args: argparse.Namespace) -> int:
     if loaded.branch is not None:
         rc = max(rc, run_branches(loaded, sweep_dir, executor, args.max_parallel,
                                   ProgressLog(time.perf_counter())))
+    if loaded.robustness is not None:
+        rc = max(rc, run_robustness(loaded, sweep_dir, args.max_parallel, print))
     from hnetbench.reports.report import build_report
 
     report = build_report(sweep_dir)
@@ -161,3 +163,43 @@ def run_branches(spec: SweepSpec, sweep_dir: Path, executor: str, max_parallel: 
         return 0
     outcome = get_executor(executor)(spec, sweep_dir, todo, max_parallel, log)
     return 1 if any(state == "failed" for state in outcome.values()) else 0
+
+
+def run_robustness(spec: SweepSpec, sweep_dir: Path, max_parallel: int,
+                   log: Callable[[str], None]) -> int:
+    """Phase 3: `hnetbench eval robustness` on the finished runs the spec's `robustness:` section
+    selects, `max_parallel` at a time; runs whose eval.json already has robustness are skipped."""
+    import subprocess
+    import sys
+
+    from hnetbench.config import load_saved
+    from hnetbench.sweeps.state import is_completed, read_json
+
+    rs = spec.robustness
+    assert rs is not None
+    plan = read_json(sweep_dir / "plan.json") or {}
+    cmds = []
+    for row in plan.get("runs", []):
+        rd = sweep_dir / row["run_id"]
+        if row.get("domain") not in rs.domains or not is_completed(rd):
+            continue
+        cfg = load_saved(rd / "config.yaml")
+        if cfg.train.seed not in rs.seeds or "robustness" in (read_json(rd / "eval.json") or {}):
+            continue
+        tasks = ",".join(t.replace("{domain}", cfg.data.domain) for t in rs.tasks)
+        limit = ["--limit", str(rs.limit)] if rs.limit else []
+        cmds.append((row["label"], [sys.executable, "-m", "hnetbench", "eval", "robustness",
+                                    "--checkpoint", str(rd), "--tasks", tasks, *limit], rd))
+    log(f"sweep {spec.name}/robustness: {len(cmds)} runs to evaluate")
+    failed, running = 0, []
+    while cmds or running:
+        while cmds and len(running) < max(1, max_parallel):
+            label, argv, rd = cmds.pop(0)
+            f = open(rd / "robustness.log", "w", encoding="utf-8")  # noqa: SIM115 - closed below
+            running.append((label, subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT), f))
+        label, proc, f = running.pop(0)
+        rc = proc.wait()
+        f.close()
+        failed += rc != 0
+        log(f"robustness {'completed' if rc == 0 else f'failed (exit {rc})'} {label}")
+    return 1 if failed else 0

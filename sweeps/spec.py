@@ -73,6 +73,17 @@ class BranchSpec:
 
 
 @dataclass
+class RobustnessSpec:
+    """Robustness evals on selected finished runs only (reproduce's last phase): a robustness
+    eval scores every item once per perturbation, so a preset spends it where a claim needs it."""
+
+    domains: list[str] = field(default_factory=lambda: ["en"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    tasks: list[str] = field(default_factory=lambda: ["hnb_cont_{domain}"])
+    limit: int | None = None
+
+
+@dataclass
 class SweepEval:
     bpb: bool = True
     splits: list[str] = field(default_factory=lambda: ["val"])
@@ -114,6 +125,7 @@ class SweepSpec:
     slurm: SlurmSpec = field(default_factory=SlurmSpec)
     estimate: EstimateSpec = field(default_factory=EstimateSpec)
     branch: BranchSpec | None = None
+    robustness: RobustnessSpec | None = None
     path: str = ""  # where the spec was read from (filled in by load_spec)
 
 

@@ -71,7 +71,8 @@ def _run(root: Path, rid: str, fam: str, domain: str, seed: int, bpb: float, nby
     evals: dict = {"bpb": {f"{domain}/test": bpb}}
     if acc is not None:
         evals["tasks"] = {"hnb_cont_en": {"acc": acc, "acc_norm": acc}}
-        evals["robustness"] = {"hnb_cont_en": {"clean": acc, "avg": acc - 0.05, "chance": 0.25}}
+        evals["robustness"] = {"hnb_cont_en": {"clean": acc, "drop": acc - 0.04,
+                                               "repeat": acc - 0.06, "score": 50.0}}
     (d / "eval.json").write_text(json.dumps(evals))
     (d / "status.json").write_text(json.dumps({"state": "completed"}))
     (d / "job.json").write_text(json.dumps({"eval": {"limit": 200}}))
