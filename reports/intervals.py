@@ -31,7 +31,7 @@ class Interval:
         """`1.234 [1.200, 1.268]`, or `1.234 (n=1)` without an interval."""
         v = format(self.value * scale, fmt)
         if not self.known:
-            return f"{v} (n={self.n}, no interval)"
+            return f"{v} (no interval)"
         return f"{v} [{format(self.lo * scale, fmt)}, {format(self.hi * scale, fmt)}]"
 
 
@@ -107,10 +107,12 @@ class PowerLaw:
 
 
 def fit_power_law(xs: Sequence[float], ys: Sequence[float]) -> PowerLaw | None:
-    """None with fewer than 2 distinct x; no interval on the exponent with fewer than 3 points."""
+    """None with fewer than 2 distinct x (within 5% counts as the same: a BPE run's bytes vary
+    by a few tokens); no interval on the exponent with fewer than 3 points."""
     pts = [(math.log10(x), math.log10(y)) for x, y in zip(xs, ys) if x > 0 and y > 0]
     n = len(pts)
-    if n < 2 or len({round(p[0], 9) for p in pts}) < 2:
+    xs_sorted = sorted(p[0] for p in pts)
+    if n < 2 or xs_sorted[-1] - xs_sorted[0] < math.log10(1.05):
         return None
     mx = sum(p[0] for p in pts) / n
     my = sum(p[1] for p in pts) / n

@@ -38,6 +38,7 @@ def test_power_law_fit_recovers_the_exponent():
                                   zip(xs, [0.01, -0.01, 0.012, -0.008])])
     assert noisy.b.lo < -0.12 < noisy.b.hi
     assert iv.fit_power_law([1e5, 1e5], [2.0, 2.1]) is None  # one budget: nothing to fit
+    assert iv.fit_power_law([131069, 131070], [4.0, 4.2]) is None  # the same budget, too
     assert not iv.fit_power_law([1e5, 2e5], [2.0, 1.9]).b.known  # 2 points: no interval
 
 
