@@ -16,7 +16,7 @@ SPEC = """\
 name: tiny-repro
 base:
   data: {seq_len: 64, batch_size: 2}
-  train: {steps: 8, warmup_frac: 0.125, decay_frac: 0.25, ckpt_every: 2, keep_last: 0,
+  train: {steps: 8, warmup_frac: 0.125, decay_frac: 0.25, ckpt_every: 3, keep_last: 0,
           eval_every: 0, eval_batches: 1, log_every: 4, device: cpu}
   eval: {bpb_max_bytes: 512}
 axes:

@@ -56,3 +56,4 @@ def test_branch_without_the_checkpoint_says_what_to_set(tmp_path):
     train(cfg("train.steps=16", "train.ckpt_every=16"), tmp_path / "parent")
     with pytest.raises(ConfigError, match="no checkpoint at step 6.*ckpt_every"):
         make_branch(tmp_path / "parent", 0.5, tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()  # nothing half-made for a report to pick up

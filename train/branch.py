@@ -92,9 +92,8 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _seed_checkpoint(plan: BranchPlan, out: Path) -> None:
-    """Copy the parent's step-K checkpoint into out/ckpt/, relabelled with the branch's config
-    (true: the branch's first K steps are the parent's), manifest checksums updated."""
+def _parent_checkpoint(plan: BranchPlan) -> Path:
+    """The parent's verified checkpoint at the branch's start step (one-line error if absent)."""
     src = plan.parent_dir / "ckpt" / f"step_{plan.from_step:06d}"
     if not (src / ck.MANIFEST).is_file():
         have = [s for s, _ in ck.list_checkpoints(plan.parent_dir / "ckpt")]
@@ -103,6 +102,13 @@ def _seed_checkpoint(plan: BranchPlan, out: Path) -> None:
             f"{plan.fraction:g} cool-down branch (have steps {have}); set train.ckpt_every to a "
             f"divisor of {plan.from_step} and train.keep_last: 0")
     ck.verify_checkpoint(src)
+    return src
+
+
+def _seed_checkpoint(plan: BranchPlan, out: Path) -> None:
+    """Copy the parent's step-K checkpoint into out/ckpt/, relabelled with the branch's config
+    (true: the branch's first K steps are the parent's), manifest checksums updated."""
+    src = _parent_checkpoint(plan)
     root = out / "ckpt"
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp_step_{plan.from_step:06d}_branch"
@@ -145,6 +151,7 @@ def make_branch(parent_dir: str | Path, fraction: float, out_root: str | Path,
             "parent_steps": parent_steps(parent_cfg)}
     if ck.list_checkpoints(out / "ckpt"):
         return out
+    _parent_checkpoint(plan)  # before anything is written: no half-made branch directory
     out.mkdir(parents=True, exist_ok=True)
     save_config(plan.cfg, out / "config.yaml")
     atomic_write_text(out / BRANCH_FILE, json.dumps(info, indent=1) + "\n")
