@@ -173,7 +173,16 @@ def scaling_fits(runs: list[Run]) -> list[ScalingFit]:
     for (dom, fam), p in sorted(pts.items()):
         fit = fit_power_law([x for x, _ in p], [y for _, y in p])
         if fit is not None:
-            out.append(ScalingFit(dom, fam, fit, sorted({round(x) for x, _ in p})))
+            out.append(ScalingFit(dom, fam, fit, distinct_budgets([x for x, _ in p])))
+    return out
+
+
+def distinct_budgets(xs: list[float], rel: float = 0.05) -> list[float]:
+    """Sorted budgets, those within `rel` of a smaller one merged (a BPE run's bytes vary)."""
+    out: list[float] = []
+    for x in sorted(xs):
+        if not out or x > out[-1] * (1 + rel):
+            out.append(x)
     return out
 
 

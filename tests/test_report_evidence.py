@@ -139,6 +139,7 @@ def test_scaling_fit_uses_branches_and_seeds(sweep: Path):
     assert one.fit.n == 4 and len(one.budgets) == 3  # 1/4, 1/2, 1 (two seeds at 1)
     assert one.fit.b.lo < -0.15 < one.fit.b.hi
     assert ("en", "hnet-2stage") not in fits  # one budget only
+    assert ev.distinct_budgets([131070, 32768, 131069, 65536]) == [32768, 65536, 131069]
     t = ev.bpb_table(runs)
     i = t.find(domain="en", model="H-Net 1-stage", **{"train bytes": float(TOP)})[0]
     assert t.value(i, "seeds") == 2 and t.value(i, "BPB") == pytest.approx(1.805)
