@@ -81,15 +81,17 @@ def at_top(runs: list[Run], domain: str) -> Callable[[Run], bool]:
 
 def bpb_table(runs: list[Run]) -> Table | None:
     """Held-out BPB per domain, model and data budget: mean over seeds with its 95% interval."""
-    groups: dict[tuple, list[float]] = {}
+    points: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for r in runs:
-        if r.state != "completed" or budget(r) is None:
-            continue
         v, _ = r.bpb()
-        if v is None:
-            continue
-        key = (r.domain, r.family, round(budget(r) / 1024))
-        groups.setdefault(key, []).append(v)
+        if r.state == "completed" and budget(r) is not None and v is not None:
+            points.setdefault((r.domain, r.family), []).append((budget(r), v))
+    groups: dict[tuple, list[float]] = {}
+    for (dom, fam), pts in points.items():
+        reps = distinct_budgets([x for x, _ in pts])
+        for x, v in pts:  # each run to its budget's representative (the smallest within 5%)
+            rep = max(b for b in reps if b <= x)
+            groups.setdefault((dom, fam, rep), []).append(v)
     if not groups:
         return None
     t = Table("bpb", "Held-out BPB with 95% intervals over seeds (t), per data budget",
@@ -98,9 +100,9 @@ def bpb_table(runs: list[Run]) -> Table | None:
                    "spread": ".4f"})
     note = t.note("one seed: no interval; read differences against the seed spread of "
                   "the English top-budget runs")
-    for (dom, fam, kb), vals in sorted(groups.items()):
+    for (dom, fam, nbytes), vals in sorted(groups.items()):
         iv = mean_interval(vals)
-        t.add(**{"domain": dom, "model": family_label(fam), "train bytes": float(kb * 1024),
+        t.add(**{"domain": dom, "model": family_label(fam), "train bytes": float(nbytes),
                  "seeds": len(vals), "BPB": iv.value,
                  "95% lo": iv.lo if iv.known else Cell(None, (note,)), "95% hi": iv.hi,
                  "spread": (max(vals) - min(vals)) if len(vals) > 1 else None})
