@@ -51,7 +51,8 @@ def test_reproduce_runs_branches_robustness_and_report(tmp_path: Path, capsys):
     bpb = R.build_report(sweep, tmp_path / "out", warn=lambda m: None).tables["bpb"]
     for model in ("Transformer", "H-Net 1-stage"):  # the branch's budget and the full one
         budgets = sorted(bpb.value(i, "train bytes") for i in bpb.find(model=model))
-        assert budgets == [pytest.approx(4 * 128.0, rel=0.05), pytest.approx(8 * 128.0, rel=0.05)]
+        # (a BPE step holds whole tokens: its bytes are within ~10% of nominal at this size)
+        assert budgets == [pytest.approx(4 * 128.0, rel=0.1), pytest.approx(8 * 128.0, rel=0.1)]
     out = capsys.readouterr().out
     assert "tiny-repro/branches: 2 runs, 2 to run" in out
     # a rerun: every run, branch and eval is already there
