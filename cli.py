@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "viz": ("hnetbench.evals.viz_commands", "render chunk boundaries of a checkpoint on a text"),
     "generate": ("hnetbench.models.generate_command", "sample bytes from a checkpoint"),
     "sweep": ("hnetbench.sweeps.commands", "run, inspect or cancel a sweep of runs"),
-    "report": ("hnetbench.evals.report_commands",
+    "report": ("hnetbench.reports.commands",
                "build tables and figures from a sweep's results"),
     "reproduce": ("hnetbench.sweeps.reproduce", "train, evaluate and report a preset end to end"),
     "convert": ("hnetbench.models.convert_command",

@@ -13,9 +13,12 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from hnetbench.cli import CLIError
+from hnetbench.config import to_dict
+from hnetbench.sweeps.spec import SweepSpec
 
 SPECS = Path(__file__).resolve().parent / "specs"
 # preset -> (spec file, runs here?) ; paper-scale presets need GPUs and the paper's data
@@ -61,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "presets default to printing the plan)")
     parser.add_argument("--max-parallel", type=int, default=2,
                         help="runs at once with a local executor (default 2: one per core)")
+    parser.add_argument("--spec", default=None, metavar="PATH",
+                        help="run this sweep spec through the pipeline instead of the preset's "
+                             "(e.g. a copy from --write-spec with smaller budgets)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     parser.add_argument("--write-spec", default=None, metavar="PATH",
                         help="copy the preset's sweep spec to PATH (to edit, then `hnetbench "
@@ -72,6 +78,8 @@ def main(args: argparse.Namespace) -> int:
 
     spec_file, runs_here = PRESETS[args.preset]
     spec = SPECS / spec_file
+    if args.spec:
+        spec, runs_here = Path(args.spec), True
     if not spec.is_file():
         raise CLIError(f"{spec}: the preset's sweep spec is missing from this installation")
     if args.write_spec:
@@ -94,10 +102,105 @@ def main(args: argparse.Namespace) -> int:
                           results=args.results, log=ProgressLog(t0))
     if not runner.WAITS[executor]:
         return rc
-    from hnetbench.evals.report import build_report
+    loaded = runner.load_spec(spec)
+    sweep_dir = Path(args.results) / loaded.name
+    if loaded.branch is not None:
+        rc = max(rc, run_branches(loaded, sweep_dir, executor, args.max_parallel,
+                                  ProgressLog(time.perf_counter())))
+    if loaded.robustness is not None:
+        rc = max(rc, run_robustness(loaded, sweep_dir, args.max_parallel, print))
+    from hnetbench.reports.report import build_report
 
-    sweep_dir = Path(args.results) / runner.load_spec(spec).name
     report = build_report(sweep_dir)
     print(f"report: {report.report_md}  "
           f"({(time.perf_counter() - t0) / 60:.1f} min)")
     return rc
+
+
+def branch_dirs(spec: SweepSpec, sweep_dir: Path, log: Callable[[str], None] = print) -> list[Path]:
+    """Create the cool-down branch directories of the sweep's finished runs that the spec's
+    `branch:` section selects (by domain and seed); returns every branch directory."""
+    from hnetbench.config import ConfigError, load_saved
+    from hnetbench.sweeps.state import is_completed, read_json
+    from hnetbench.train.branch import make_branch
+
+    bs = spec.branch
+    assert bs is not None
+    plan = read_json(sweep_dir / "plan.json") or {}
+    evals = to_dict(spec.eval)
+    if not bs.tasks:
+        evals = {"bpb": evals.get("bpb", True), "splits": evals.get("splits"), "tasks": [],
+                 "robustness": False}
+    out = []
+    for row in plan.get("runs", []):
+        rd = sweep_dir / row["run_id"]
+        if row.get("domain") not in bs.domains or not (rd / "config.yaml").is_file():
+            continue
+        if load_saved(rd / "config.yaml").train.seed not in bs.seeds:
+            continue
+        if not is_completed(rd):
+            log(f"skip branches of {row['run_id']} {row['label']}: run not completed")
+            continue
+        job = read_json(rd / "job.json") or {}
+        for frac in bs.fractions:
+            job_b = {**job, "label": f"{row['label']},cooldown={frac:g}", "eval": evals}
+            try:
+                out.append(make_branch(rd, frac, sweep_dir, job_b))
+            except ConfigError as e:
+                log(f"skip branch {frac:g} of {row['run_id']}: {e}")
+    return out
+
+
+def run_branches(spec: SweepSpec, sweep_dir: Path, executor: str, max_parallel: int,
+                 log: Callable[[str], None]) -> int:
+    """Phase 2 of a reproduce: train and evaluate the cool-down branches not yet completed."""
+    from hnetbench.sweeps.executors import get_executor
+    from hnetbench.sweeps.state import is_completed
+
+    dirs = branch_dirs(spec, sweep_dir, log)
+    todo = [d for d in dirs if not is_completed(d)]
+    log(f"sweep {spec.name}/branches: {len(dirs)} runs, {len(todo)} to run")
+    if not todo:
+        return 0
+    outcome = get_executor(executor)(spec, sweep_dir, todo, max_parallel, log)
+    return 1 if any(state == "failed" for state in outcome.values()) else 0
+
+
+def run_robustness(spec: SweepSpec, sweep_dir: Path, max_parallel: int,
+                   log: Callable[[str], None]) -> int:
+    """Phase 3: `hnetbench eval robustness` on the finished runs the spec's `robustness:` section
+    selects, `max_parallel` at a time; runs whose eval.json already has robustness are skipped."""
+    import subprocess
+    import sys
+
+    from hnetbench.config import load_saved
+    from hnetbench.sweeps.state import is_completed, read_json
+
+    rs = spec.robustness
+    assert rs is not None
+    plan = read_json(sweep_dir / "plan.json") or {}
+    cmds = []
+    for row in plan.get("runs", []):
+        rd = sweep_dir / row["run_id"]
+        if row.get("domain") not in rs.domains or not is_completed(rd):
+            continue
+        cfg = load_saved(rd / "config.yaml")
+        if cfg.train.seed not in rs.seeds or "robustness" in (read_json(rd / "eval.json") or {}):
+            continue
+        tasks = ",".join(t.replace("{domain}", cfg.data.domain) for t in rs.tasks)
+        limit = ["--limit", str(rs.limit)] if rs.limit else []
+        cmds.append((row["label"], [sys.executable, "-m", "hnetbench", "eval", "robustness",
+                                    "--checkpoint", str(rd), "--tasks", tasks, *limit], rd))
+    log(f"sweep {spec.name}/robustness: {len(cmds)} runs to evaluate")
+    failed, running = 0, []
+    while cmds or running:
+        while cmds and len(running) < max(1, max_parallel):
+            label, argv, rd = cmds.pop(0)
+            f = open(rd / "robustness.log", "w", encoding="utf-8")  # noqa: SIM115 - closed below
+            running.append((label, subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT), f))
+        label, proc, f = running.pop(0)
+        rc = proc.wait()
+        f.close()
+        failed += rc != 0
+        log(f"robustness {'completed' if rc == 0 else f'failed (exit {rc})'} {label}")
+    return 1 if failed else 0

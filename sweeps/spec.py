@@ -68,6 +68,30 @@ class MatchSpec:
 
 
 @dataclass
+class BranchSpec:
+    """WSD cool-down branches (train/branch.py) of the sweep's finished runs: each selected run
+    also gets its final loss at these fractions of its budget. Runs are selected by domain and
+    seed; the runs' train.ckpt_every must hit the branch steps and train.keep_last be 0."""
+
+    fractions: list[float] = field(default_factory=lambda: [0.25, 0.5])
+    domains: list[str] = field(default_factory=lambda: ["en"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    # evals of a branch: BPB only by default (the data-scaling fit needs nothing else)
+    tasks: bool = False
+
+
+@dataclass
+class RobustnessSpec:
+    """Robustness evals on selected finished runs only (reproduce's last phase): a robustness
+    eval scores every item once per perturbation, so a preset spends it where a claim needs it."""
+
+    domains: list[str] = field(default_factory=lambda: ["en"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    tasks: list[str] = field(default_factory=lambda: ["hnb_cont_{domain}"])
+    limit: int | None = None
+
+
+@dataclass
 class SweepEval:
     bpb: bool = True
     splits: list[str] = field(default_factory=lambda: ["val"])
@@ -111,6 +135,8 @@ class SweepSpec:
     eval: SweepEval = field(default_factory=SweepEval)
     slurm: SlurmSpec = field(default_factory=SlurmSpec)
     estimate: EstimateSpec = field(default_factory=EstimateSpec)
+    branch: BranchSpec | None = None
+    robustness: RobustnessSpec | None = None
     path: str = ""  # where the spec was read from (filled in by load_spec)
 
 
@@ -400,8 +426,8 @@ _BPT_CACHE: dict[str, float] = {}
 
 def bytes_per_token(cfg: RunConfig, override: float | dict | None = None) -> float:
     """Bytes per model token of a run's tokenizer (1 for byte models); measured per tokenizer
-    (kind, vocabulary, model type) on the embedded validation split unless `override` gives it
-    (one number, or a mapping from data.tokenizer to a number)."""
+    (kind, vocabulary, model type) on the run's whole training split (embedded corpora) unless
+    `override` gives it (one number, or a mapping from data.tokenizer to a number)."""
     d = cfg.data
     if d.tokenizer == "bytes":
         return 1.0
@@ -422,8 +448,10 @@ def bytes_per_token(cfg: RunConfig, override: float | dict | None = None) -> flo
         from hnetbench.data.corpus import DataError
         from hnetbench.data.tokenizers import bytes_per_token as measure
 
+        # the training split itself, whole: what the loader measures and the FLOP counter
+        # uses for the realised FLOPs/byte (a val sample misjudged zh by 17%)
         try:
-            _BPT_CACHE[key] = measure(get_tokenizer(d), corpus_documents(d, "val")[:200])
+            _BPT_CACHE[key] = measure(get_tokenizer(d), corpus_documents(d, "train"))
         except DataError as e:
             raise ConfigError(f"match.bytes_per_token: {e}") from None
     return _BPT_CACHE[key]

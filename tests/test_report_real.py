@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 from hnetbench import cli
-from hnetbench.evals import figures as F
-from hnetbench.evals import report as R
+from hnetbench.reports import figures as F
+from hnetbench.reports import report as R
 from hnetbench.sweeps.runner import run_sweep
 
 pytestmark = pytest.mark.slow

@@ -1,0 +1,1 @@
+"""Reports: tables, figures, evidence and report.md from a sweep's run directories."""

@@ -1,0 +1,61 @@
+"""`hnetbench reproduce --spec`: a real tiny sweep, its cool-down branch phase and robustness
+phase, then the report, all through the local executor; a rerun has nothing left to do."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hnetbench import cli
+from hnetbench.reports import report as R
+
+pytestmark = pytest.mark.slow
+
+SPEC = """\
+name: tiny-repro
+base:
+  data: {seq_len: 64, batch_size: 2}
+  train: {steps: 8, warmup_frac: 0.125, decay_frac: 0.25, ckpt_every: 3, keep_last: 0,
+          eval_every: 0, eval_batches: 1, log_every: 4, device: cpu}
+  eval: {bpb_max_bytes: 512}
+axes:
+  zip:
+    - preset: [transformer-bpe@cpu-tiny, hnet-1stage@cpu-tiny]
+match: null
+eval: {bpb: true, splits: [test], tasks: [], robustness: false}
+robustness: {domains: [en], seeds: [0], limit: 3}
+branch: {fractions: [0.5], domains: [en], seeds: [0]}
+"""
+
+
+def test_reproduce_runs_branches_robustness_and_report(tmp_path: Path, capsys):
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(SPEC)
+    argv = ["reproduce", "--spec", str(spec), "--results", str(tmp_path / "res")]
+    assert cli.main(argv) == 0
+    sweep = tmp_path / "res" / "tiny-repro"
+    runs = R.load_sweep(sweep, print)
+    assert len(runs) == 4 and all(r.state == "completed" for r in runs)
+    branches = [r for r in runs if (r.path / "branch.json").is_file()]
+    assert len(branches) == 2
+    for b in branches:
+        info = json.loads((b.path / "branch.json").read_text())
+        assert info["fraction"] == 0.5 and info["from_step"] == 3 and info["total_steps"] == 4
+        assert b.summary["steps"] == 4 and "bpb" in b.eval  # evaluated like any run
+    for r in runs:
+        if r not in branches:
+            assert "robustness" in r.eval, r.name  # English seed 0: the robustness phase
+    md = (sweep / "report.md").read_text()
+    assert md.index("Claims of the paper") < md.index("Held-out BPB with 95% intervals")
+    bpb = R.build_report(sweep, tmp_path / "out", warn=lambda m: None).tables["bpb"]
+    for model in ("Transformer", "H-Net 1-stage"):  # the branch's budget and the full one
+        budgets = sorted(bpb.value(i, "train bytes") for i in bpb.find(model=model))
+        # (a BPE step holds whole tokens: its bytes are within ~10% of nominal at this size)
+        assert budgets == [pytest.approx(4 * 128.0, rel=0.1), pytest.approx(8 * 128.0, rel=0.1)]
+    out = capsys.readouterr().out
+    assert "tiny-repro/branches: 2 runs, 2 to run" in out
+    # a rerun: every run, branch and eval is already there
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "2 runs, 0 to run" in out and "tiny-repro/robustness: 0 runs to evaluate" in out
