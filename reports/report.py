@@ -295,6 +295,30 @@ class Evidence:
 EXTRA_TABLES: dict[str, Any] = {}
 
 
+def tokenizer_axis_table(runs: list[Run]) -> Table | None:
+    """"tokenizer: bytes/token, BPB, accuracy" per domain, when the sweep varies the tokenizer."""
+    kinds = {
+        (str((r.config.get("data") or {}).get("tokenizer")),
+         (r.config.get("data") or {}).get("bpe_vocab_size"))
+        for r in runs if (r.config.get("data") or {}).get("tokenizer", "bytes") != "bytes"
+    }
+    if len(kinds) < 2:
+        return None
+    from hnetbench.evals.tokenizer_table import tokenizer_table
+
+    df = tokenizer_table([r.path for r in runs], measure=False)
+    table = Table("tokenizers", "Tokenizer axis: bytes/token, BPB, accuracy (ours)",
+                  list(df.columns), fmt={"bytes_per_token": ".3f", "bytes_per_chunk": ".2f",
+                                         "bpb": ".3f", "accuracy": ".3f",
+                                         "reference_bytes_per_token": ".3f"})
+    for rec in df.to_dict("records"):
+        table.add(**{k: (None if isinstance(v, float) and v != v else v) for k, v in rec.items()})
+    return table
+
+
+EXTRA_TABLES["tokenizers"] = tokenizer_axis_table
+
+
 def build_evidence(runs: list[Run], sweep: Path, out: Path,
                    warn: Warn) -> tuple[dict[str, Table], dict[str, list[Path]], list[str]]:
     """The evidence tables (claims first), boundary pictures and compute-match flags."""

@@ -58,3 +58,23 @@ def test_table_from_run_dirs_and_records(tmp_path):
     assert (hnet["accuracy"], hnet["matched_to"]) == (0.625, "tokenizer=hf,transformer")
     assert hnet["reference_bytes_per_token"] == 2.1
     assert tokenizer_table([]).empty
+
+
+def test_report_shows_the_tokenizer_table_only_when_the_sweep_varies_it(tmp_path):
+    from hnetbench.reports.report import EXTRA_TABLES
+    from hnetbench.reports.runs import Run
+
+    sweep = tmp_path / "sweep"
+    runs = []
+    for rid, vocab, bpb in (("bpe1536", 1536, 2.4), ("bpe4096", 4096, 2.1)):
+        cfg = {"preset": "transformer-bpe@cpu-tiny", "data": {
+            "domain": "en", "tokenizer": "bpe", "bpe_vocab_size": vocab}}
+        _run(sweep, rid, cfg, {"bpb": {"en/test": bpb}})
+        runs.append(Run(run_id=rid, path=sweep / rid, config=cfg,
+                        summary={"bytes_per_token": 3.0}))
+    builder = EXTRA_TABLES["tokenizers"]
+    table = builder(runs)
+    assert table is not None and len(table.rows) == 2
+    assert sorted(table.value(i, "bpb") for i in range(2)) == [2.1, 2.4]
+    assert "bpe4096" in table.to_markdown()
+    assert builder(runs[:1]) is None  # one tokenizer: no axis, no table
