@@ -30,6 +30,7 @@ from hnetbench.config import ConfigError
 MODES = ("auto", "off", "blocks")
 AUTO_MIN_BYTES = 2**21  # 512 steps of 8 x 512 bytes
 RECOMPILE_LIMIT = 64  # (kind, width, bucket, lengths or not) entries per code object
+BACKEND = "inductor"  # tests trace with "eager" (no C++ compile)
 
 
 def normalize_mode(value: Any) -> str:
@@ -122,7 +123,7 @@ def _compiled() -> Any:
     global _compiled_block_call
     if _compiled_block_call is None:
         _set_up_cache()
-        _compiled_block_call = torch.compile(_block_call, dynamic=False)
+        _compiled_block_call = torch.compile(_block_call, dynamic=False, backend=BACKEND)
     return _compiled_block_call
 
 
