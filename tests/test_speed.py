@@ -36,6 +36,7 @@ def test_compile_modes(monkeypatch):
     assert comp.resolve_mode("blocks", cpu, 1) == "blocks"
 
 
+@pytest.mark.slow
 def test_compiled_blocks_equal_eager_across_chunk_counts(monkeypatch):
     """Bucketed block calls (dynamo tracing with the eager backend, so no C++ compile in the
     suite) give the eager model's loss and gradients, and varying inner lengths reuse shapes."""
