@@ -139,3 +139,35 @@ def test_cached_peak_older_than_torch_is_measured_again(tmp_path, monkeypatch):
 def test_measured_peak_is_the_best_repetition():
     p = perf.measure_cpu_peak(n=128, seconds=0.05, reps=5)
     assert 1e8 < p < 1e13
+
+
+def test_run_records_peak_load_compile_and_refuses_impossible_mfu(tmp_path, monkeypatch):
+    import json
+
+    from hnetbench.config import resolve
+    from hnetbench.train import perf as perf_mod
+    from hnetbench.train import train
+    from hnetbench.train import trainer as trainer_mod
+
+    calls = []
+
+    def tiny_peak(device, low_precision, refresh=False):  # noqa: ANN001
+        calls.append(refresh)  # a stale, contended peak: every MFU comes out far above 1
+        return perf_mod._peak(1e3, "measured" if refresh else "cached", [9.0, 9.0, 9.0])
+
+    monkeypatch.setattr(trainer_mod, "peak_flops", tiny_peak)
+    over = ["data.seq_len=64", "data.batch_size=2", "train.steps=2", "train.eval_batches=0",
+            "train.log_every=1", "train.ckpt_every=0"]
+    summary = train(resolve(None, over, base={"preset": "hnet-1stage@cpu-tiny"}), tmp_path)
+    lines = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    first, second = lines[0], lines[1]
+    assert first["peak_flops"] == 1e3 and first["peak_source"] == "measured"  # the refreshed one
+    assert len(first["loadavg_start"]) == 3 and first["threads"] == torch.get_num_threads()
+    assert first["compile_mode"] == "off"  # auto: a 2-step run does not compile
+    assert first["mfu"] is None and "> 1 refused" in first["mfu_refused"]
+    assert calls == [False, True]  # re-measured once, then refused rather than printed
+    assert "peak_flops" not in second and second["mfu"] is None
+    assert summary["cpu_s"] > 0 and summary["compile_mode"] == "off"
+    with pytest.raises(ConfigError, match="train.compile: expected auto, off or blocks"):
+        train(resolve(None, [*over, "train.compile=fast"],
+                      base={"preset": "hnet-1stage@cpu-tiny"}), tmp_path / "bad")
