@@ -5,9 +5,9 @@ Same contract as `mamba2.ssd_chunked` (kept as the reference it is tested agains
 - one head-major layout (b, G, R, chunks, Q, .) so every contraction is a plain batched matmul
   (no einsum permute-copies); B and C stay per group (no repeat over the R heads of a group);
 - the intra-chunk decay matrix is built once (subtract, mask, exp, times C.B) per head;
-- the chunk-to-chunk recurrence is a log-depth (Hillis-Steele) scan of (decay, state) pairs
-  instead of a Python loop over chunks, so long sequences do not pay per-chunk overhead; a
-  reset makes the chunk's carried decay 0, no logs of zero are taken;
+- the chunk-to-chunk recurrence runs over unbound chunks (no per-chunk slicing, whose backward
+  zero-fills a full-size gradient each time); a reset makes the chunk's carried decay 0;
+- the carried states reach the outputs in one matmul per group for all chunks;
 - the chunk length is chosen per shape (`pick_chunk`): the Q x Q decay matrix costs ~Q per
   position and head, the carried states ~N*P/Q, so Q ~ sqrt(N*P), never above the configured
   chunk and never far above the sequence length. The result does not depend on Q beyond
@@ -32,17 +32,18 @@ def pick_chunk(L: int, chunk: int, d_state: int, headdim: int) -> int:
     return max(1, min(q, chunk))
 
 
-def _carry_scan(g: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """Inclusive scan out[c] = out[c-1] * g[c] + s[c] over dim -3 of s (g over its last dim),
-    in log2(chunks) steps."""
-    n, d = g.shape[-1], 1
-    while d < n:
-        s = torch.cat([s[..., :d, :, :], torch.addcmul(s[..., d:, :, :], s[..., :-d, :, :],
-                                                       g[..., d:, None, None])], dim=-3)
-        if 2 * d < n:
-            g = torch.cat([g[..., :d], g[..., d:] * g[..., :-d]], dim=-1)
-        d *= 2
-    return s
+def _carry(g: torch.Tensor, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chunk-to-chunk recurrence S_c = S_{c-1} * g_c + states_c over dim 3 of states
+    (b, G, R, nc, N, P); g (b, G|1, R|1, nc). Returns (the state entering each chunk, the state
+    after the last one). A loop over unbound chunks: slicing a tensor per chunk would make
+    autograd zero-fill a full-size gradient for every slice."""
+    gs, ss = g.unbind(3), states.unbind(3)
+    S = ss[0]
+    entering = [torch.zeros_like(S), S]
+    for c in range(1, len(ss)):
+        S = torch.addcmul(ss[c], S, gs[c][..., None, None])
+        entering.append(S)
+    return torch.stack(entering[:-1], dim=3), S
 
 
 def ssd_scan(x, dt, A, B, C, chunk: int, doc=None):  # noqa: ANN001, ANN201 - same as reference
@@ -86,13 +87,13 @@ def ssd_scan(x, dt, A, B, C, chunk: int, doc=None):  # noqa: ANN001, ANN201 - sa
     #    holds a reset (then its last document starts inside it and nothing older survives)
     prev_last = F.pad(last, (1, 0), value=-1)[:, :-1]
     cont = (last == prev_last).to(x.dtype)[:, None, None]  # (b,1,1,nc)
-    ends = _carry_scan(torch.exp(cs[..., -1]) * cont, states)  # state after each chunk
+    s_in, s_final = _carry(torch.exp(cs[..., -1]) * cont, states)
+    # C_i . (state entering chunk c), for the R heads of a group in one matmul; positions of a
+    # document that starts inside the chunk get nothing (chunk 0 enters with prev_last = -1)
+    s_in = s_in.permute(0, 1, 3, 4, 2, 5).reshape(b, G, nc, N, R * P)
+    off = (Cg @ s_in).view(b, G, nc, Q, R, P).permute(0, 1, 4, 2, 3, 5)
     enter = (doc == prev_last[..., None]).to(x.dtype)[:, None, None]  # (b,1,1,nc,Q)
-    if nc > 1:  # C_i . state entering chunk c, for the R heads of a group in one matmul
-        s_in = ends[..., :-1, :, :].permute(0, 1, 3, 4, 2, 5).reshape(b, G, nc - 1, N, R * P)
-        off = (Cg[:, :, 1:] @ s_in).view(b, G, nc - 1, Q, R, P).permute(0, 1, 4, 2, 3, 5)
-        gain = (torch.exp(cs[..., 1:, :]) * enter[..., 1:, :])[..., None]
-        y = torch.cat([y[..., :1, :, :], torch.addcmul(y[..., 1:, :, :], off, gain)], dim=3)
+    y = torch.addcmul(y, off, (torch.exp(cs) * enter)[..., None])
     y = y.permute(0, 3, 4, 1, 2, 5).reshape(b, nc * Q, H, P)[:, :L]
-    final = ends[..., -1, :, :].reshape(b, H, N, P).transpose(-1, -2)
+    final = s_final.reshape(b, H, N, P).transpose(-1, -2)
     return y, final
