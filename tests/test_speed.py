@@ -114,8 +114,9 @@ def test_local_executor_gives_each_run_its_share(tmp_path, monkeypatch):
 
 def test_mfu_above_one_is_refused_and_peak_refreshed(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    values = iter([1e9, 5e9])  # a contended first measurement, then a quiet one
+    values = iter([1e9, 5e9])  # a stale low first measurement, then a good one
     monkeypatch.setattr(perf, "measure_cpu_peak", lambda: next(values))
+    monkeypatch.setattr(perf, "load_average", lambda: [0.5, 0.5, 0.5])
     low = perf.peak_flops(torch.device("cpu"), low_precision=False)
     assert low == 1e9 and low.source == "measured" and low.measured_load is not None
     assert perf.peak_flops(torch.device("cpu"), False) == 1e9  # cached
@@ -127,10 +128,26 @@ def test_mfu_above_one_is_refused_and_peak_refreshed(tmp_path, monkeypatch):
     assert perf.peak_flops(torch.device("cpu"), False) == 5e9  # the refreshed value is kept
 
 
+def test_peak_taken_under_load_is_not_trusted(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    values = iter([1e9, 0.5e9, 4e9])
+    monkeypatch.setattr(perf, "measure_cpu_peak", lambda: next(values))
+    busy = [[99.0, 50.0, 20.0], [99.0, 50.0, 20.0], [0.2, 0.2, 0.2]]
+    monkeypatch.setattr(perf, "load_average", lambda: busy.pop(0))
+    first = perf.peak_flops(torch.device("cpu"), False)
+    assert first == 1e9 and first.source == "measured under load"
+    # measured again next time; a lower value under load does not replace the higher one
+    assert perf.peak_flops(torch.device("cpu"), False) == 1e9
+    quiet = perf.peak_flops(torch.device("cpu"), False)
+    assert quiet == 4e9 and quiet.source == "measured"
+    assert perf.peak_flops(torch.device("cpu"), False).source == "cached"  # quiet: kept
+
+
 def test_cached_peak_older_than_torch_is_measured_again(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     values = iter([2e9, 3e9])
     monkeypatch.setattr(perf, "measure_cpu_peak", lambda: next(values))
+    monkeypatch.setattr(perf, "load_average", lambda: [0.5, 0.5, 0.5])
     assert perf.peak_flops(torch.device("cpu"), False) == 2e9
     monkeypatch.setattr(perf, "_torch_installed_at", lambda: 4e12)  # torch installed "later"
     assert perf.peak_flops(torch.device("cpu"), False) == 3e9

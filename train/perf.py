@@ -83,11 +83,17 @@ def _peak(value: float, source: str, load: list[float] | None) -> PeakInfo:
     return p
 
 
+def _contended(load: list[float] | None) -> bool:
+    """More runnable processes than cores: a measurement now is too low."""
+    return bool(load) and load[0] > (os.cpu_count() or 1)
+
+
 def cpu_peak(refresh: bool = False) -> PeakInfo:
     """fp32 matmul peak at the current thread count, cached per (host, cpu, torch, threads,
     dtype) in ~/.cache/hnetbench/peak_flops.json. Measured again when `refresh` (a run found
-    MFU > 1: the cached peak was taken under load), when the entry predates the installed torch,
-    or when the entry is of the old bare-number kind (never validated)."""
+    MFU > 1), when the entry predates the installed torch, when it was taken under contention
+    (1-minute load above the cores), or when it is of the old bare-number kind (never checked).
+    A new measurement never lowers a current entry: load only ever slows a measurement."""
     cpu = platform.processor() or platform.machine()
     key = (f"{platform.node()}|{cpu}|torch {torch.__version__}|threads {torch.get_num_threads()}"
            f"|float32")
@@ -95,23 +101,26 @@ def cpu_peak(refresh: bool = False) -> PeakInfo:
     cache: dict = {}
     try:
         cache = json.loads(path.read_text())
-        entry = cache.get(key)
-        if (not refresh and isinstance(entry, dict) and isinstance(entry.get("flops"), float)
-                and entry.get("at", 0.0) >= _torch_installed_at()):
-            return _peak(entry["flops"], "cached", entry.get("load"))
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError):
         cache = {}
+    entry = cache.get(key) if isinstance(cache, dict) else None
+    current = (isinstance(entry, dict) and isinstance(entry.get("flops"), float)
+               and entry.get("at", 0.0) >= _torch_installed_at())
+    if current and not refresh and not entry.get("contended"):
+        return _peak(entry["flops"], "cached", entry.get("load"))
     load = load_average()
     peak = measure_cpu_peak()
-    old = cache.get(key)
-    if refresh and isinstance(old, dict) and isinstance(old.get("flops"), float):
-        peak = max(peak, old["flops"])  # a refresh only ever raises the peak
+    contended = _contended(load)
+    if current and entry["flops"] >= peak:
+        peak, load, contended = entry["flops"], entry.get("load"), bool(entry.get("contended"))
     try:
-        cache[key] = {"flops": float(peak), "at": time.time(), "load": load}
+        cache = cache if isinstance(cache, dict) else {}
+        cache[key] = {"flops": float(peak), "at": time.time(), "load": load,
+                      "contended": contended}
         atomic_write_text(path, json.dumps(cache, indent=1))
     except OSError:
         pass  # read-only home: measure again next time
-    return _peak(peak, "measured", load)
+    return _peak(peak, "measured under load" if contended else "measured", load)
 
 
 def check_mfu(mfu: float | None, peak: float | None) -> tuple[float | None, str | None]:
