@@ -10,9 +10,9 @@ inductor's cache under $HNETBENCH_CACHE/inductor is kept between runs, so later 
 with the same shape family load the kernels instead of generating them.
 
 Modes: `off`; `blocks` (always); `auto` = `blocks` on CPU for runs planned at >= AUTO_MIN_BYTES
-of training (a cold compile costs tens of seconds and pays back at ~1.6x only on runs of a few
-minutes), else `off`. Evaluation, generation and prefill (no grad, or collecting caches) run
-eagerly. `true`/`false` from older configs mean `blocks`/`off`.
+(8 MiB) of training (a cold compile costs minutes and pays back only on long runs), else `off`:
+tests, `reproduce` and short sweeps stay eager. Evaluation, generation and prefill (no grad,
+or collecting caches) run eagerly. `true`/`false` from older configs mean `blocks`/`off`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,10 @@ import torch.nn as nn
 from hnetbench.config import ConfigError
 
 MODES = ("auto", "off", "blocks")
-AUTO_MIN_BYTES = 2**21  # 512 steps of 8 x 512 bytes
+# 2048 steps of 8 x 512 bytes. A cold compile of the blocks costs ~1-2 CPU-minutes per shape
+# family quiet (measured 11 wall-minutes under 7x oversubscription) and saves ~25-40% of the
+# step; at cpu-tiny that pays back after ~4-8 MiB of training, less with a warm cache.
+AUTO_MIN_BYTES = 2**23
 RECOMPILE_LIMIT = 64  # (kind, width, bucket, lengths or not) entries per code object
 BACKEND = "inductor"  # tests trace with "eager" (no C++ compile)
 
