@@ -5,7 +5,7 @@ importable), forward and forward+backward, at the cpu-tiny and cpu-small head sh
     python benchmarks/scan.py [--lengths 256 1024 4096] [--json out.json]
 
 Previous and current are timed alternately in one process (same inputs, documents of ~200
-positions), so load hits both alike; the load average is recorded.
+positions), in CPU seconds, so load hits both alike; the load average is recorded.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ def inputs(L: int, b: int = 8, H: int = 8, P: int = 32, N: int = 32, G: int = 1)
 
 
 def interleaved(fns: dict, repeats: int) -> dict:
-    """Median seconds of each callable, repetitions alternating between them."""
+    """Median CPU seconds of each callable, repetitions alternating between them (one thread:
+    CPU time does not count the slices other processes take, wall time on a loaded machine
+    does)."""
     import statistics
     import time
 
@@ -45,9 +47,9 @@ def interleaved(fns: dict, repeats: int) -> dict:
     times: dict = {k: [] for k in fns}
     for _ in range(repeats):
         for k, f in fns.items():
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             f()
-            times[k].append(time.perf_counter() - t0)
+            times[k].append(time.process_time() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
