@@ -105,7 +105,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "auto"  # auto (fp32 on CPU, bf16 autocast on CUDA) | fp32 | bf16
-    compile: bool = False
+    compile: Any = "auto"  # auto | off | blocks (train/compile.py); true/false = blocks/off
     ckpt_every: int = 50
     keep_last: int = 2
     eval_every: int = 100

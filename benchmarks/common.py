@@ -48,11 +48,29 @@ def time_fn(
 
 
 def matmul_peak_flops(n: int = 1024, device: str = "cpu", dtype=torch.float32) -> float:
-    """Measured dense matmul FLOP/s of this machine (the MFU denominator, same run)."""
+    """Measured dense matmul FLOP/s of this machine (the MFU denominator, same run): the best of
+    several repetitions, since other load only ever slows one down."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    sec = time_fn(lambda: a @ b, repeats=5, warmup=2, device=device)
-    return 2 * n**3 / sec
+    for _ in range(2):
+        a @ b
+    sync(device)
+    best = float("inf")
+    for _ in range(9):
+        t0 = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def load_average() -> list[float]:
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def contended(load: list[float]) -> bool:
+    """True when the 1-minute load exceeds the cores this process uses: figures are inflated."""
+    return load[0] > torch.get_num_threads()
 
 
 def write_json(path: str | os.PathLike | None, payload: dict) -> None:

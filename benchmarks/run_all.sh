@@ -5,7 +5,11 @@ cd "$(dirname "$0")/.."
 out=benchmarks/results
 mkdir -p "$out"
 python3 benchmarks/throughput.py --json "$out/throughput.json"
-python3 benchmarks/scan.py --lengths 256 1024 2048 --json "$out/scan.json"
+python3 benchmarks/scan.py --lengths 512 2048 --json "$out/scan.json"
+python3 benchmarks/speedup.py --compile hnet-1stage@cpu-tiny mambabyte@cpu-tiny hnet-1stage@cpu-small \
+  --json "$out/speedup.json"
+python3 benchmarks/speedup.py --presets --parity-steps 50 \
+  --parity-presets hnet-1stage@cpu-tiny hnet-2stage@cpu-tiny mambabyte@cpu-tiny --json "$out/loss_parity.json"
 python3 benchmarks/generation.py --json "$out/generation.json"
 python3 benchmarks/length_scaling.py --json "$out/length_scaling.json"
 python3 benchmarks/memory.py --json "$out/memory.json"

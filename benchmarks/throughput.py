@@ -16,7 +16,16 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, matmul_peak_flops, print_table, text_bytes, time_fn, write_json  # noqa: E402
+from common import (  # noqa: E402
+    contended,
+    load_average,
+    machine,
+    matmul_peak_flops,
+    print_table,
+    text_bytes,
+    time_fn,
+    write_json,
+)
 
 FAMILIES = ["transformer-bpe", "llamabyte", "mambabyte", "spacebyte", "spacebyte++",
             "hnet-space", "hnet-pool", "hnet-1stage", "hnet-2stage"]
@@ -79,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
+    load_start = load_average()
     peak = matmul_peak_flops(device=args.device)
     rows = []
     for scale in args.scales:
@@ -87,16 +97,23 @@ def main(argv: list[str] | None = None) -> int:
                              args.repeats)
             r["scale"] = scale
             r["mfu"] = r["train_flops_per_byte"] * r["bytes_per_s"] / peak
+            if r["mfu"] > 1:  # never a result: the peak was measured under load
+                r["mfu_refused"], r["mfu"] = f"MFU {r['mfu']:.2f} > 1 (peak too low)", None
             rows.append(r)
         ref = next((r for r in rows if r["preset"] == f"transformer-bpe@{scale}"), None)
         for r in rows:
             if ref and r["scale"] == scale:
                 r["speed_vs_bpe"] = r["bytes_per_s"] / ref["bytes_per_s"]
                 r["flops_vs_bpe"] = r["train_flops_per_byte"] / ref["train_flops_per_byte"]
-    print(f"fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
+    load_end = load_average()
+    flag = " CONTENDED: figures inflated by other load" if contended(load_start) else ""
+    print(f"fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s ({torch.get_num_threads()} threads); "
+          f"load at start {load_start}, end {load_end}{flag}")
     print_table(rows, ["preset", "params", "bytes_per_s", "mfu", "train_flops_per_byte",
                        "flops_vs_bpe", "speed_vs_bpe", "bytes_per_chunk"])
     write_json(args.json, {"machine": machine(), "peak_flops": peak, "batch": args.batch,
+                           "load_start": load_start, "load_end": load_end,
+                           "contended": contended(load_start),
                            "seq_bytes": args.seq_bytes, "rows": rows})
     return 0
 

@@ -2,7 +2,8 @@
 
 SSM per head h (scalar decay): state_t = exp(dt_t A_h) state_{t-1} + dt_t x_t B_t^T,
 y_t = state_t C_t + D_h x_t. A document start resets the state (and the conv window), so no
-information crosses it. `ssd_naive` is the sequential ground truth for `ssd_chunked`.
+information crosses it. `ssd_naive` is the sequential ground truth for `ssd_chunked`, which is
+kept as the reference for the faster CPU default, `models.ssd.ssd_scan`.
 On CUDA, mamba_ssm's fused scan is used when it imports (training forward only).
 """
 
@@ -15,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from hnetbench.models.norm import GatedRMSNorm
 from hnetbench.models.seqinfo import Seq, Step
+from hnetbench.models.ssd import ssd_scan
 
 try:  # optional fast path, CUDA only
     from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
@@ -161,7 +163,7 @@ class Mamba2(nn.Module):
         if mamba_chunk_scan_combined is not None and u.is_cuda and collect is None:
             y = mamba_chunk_scan_combined(x, dt, A, B, C, self.chunk_size, seq_idx=seq.doc.int())
         else:
-            y, state = ssd_chunked(
+            y, state = ssd_scan(
                 x.to(wide), dt.to(wide), A, B.to(wide), C.to(wide), self.chunk_size, seq.doc
             )
         y = (y + x.to(wide) * self.D.to(wide)[:, None]).to(x.dtype)

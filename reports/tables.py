@@ -494,6 +494,8 @@ def runs_table(runs: list[Run]) -> Table:
             "FLOPs/byte",
             "final val BPB",
             "wall (s)",
+            "CPU (s)",
+            "load at start",
         ],
         fmt={
             "steps": ".0f",
@@ -503,6 +505,8 @@ def runs_table(runs: list[Run]) -> Table:
             "FLOPs/byte": "si",
             "final val BPB": ".4f",
             "wall (s)": ".0f",
+            "CPU (s)": ".0f",
+            "load at start": ".1f",
         },
     )
     for r in runs:
@@ -526,6 +530,8 @@ def runs_table(runs: list[Run]) -> Table:
                 "FLOPs/byte": r.summary_num("flops_per_byte"),
                 "final val BPB": r.summary_num("final_val_bpb"),
                 "wall (s)": r.summary_num("wall_s"),
+                "CPU (s)": r.summary_num("cpu_s"),  # wall under load says little alone
+                "load at start": (r.summary.get("loadavg_start") or [None])[0],
             }
         )
     return t

@@ -1,12 +1,14 @@
 """Executors: how sweep jobs are started. A small registry: local, submitit-local, slurm.
 
 Each executor gets the run directories that need work and returns {run_dir: outcome}. local and
-submitit-local wait for their jobs; slurm submits a job array and returns (jobs are tracked in
+submitit-local wait for their jobs, and give each run threads = cores / runs side by side
+(sweeps/threads.py); slurm submits a job array and returns (jobs are tracked in
 results/<sweep>/jobs.json and by each run's status.json).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import os
@@ -16,13 +18,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from hnetbench.config import ConfigError
 from hnetbench.sweeps.spec import SweepSpec
 from hnetbench.sweeps.state import now, read_json, write_json
+from hnetbench.sweeps.threads import thread_env
 
 Log = Callable[[str], None]
 ExecutorFn = Callable[[SweepSpec, Path, list[Path], int, Log], dict[str, str]]
@@ -99,10 +102,12 @@ def run_local(spec: SweepSpec, sweep_dir: Path, run_dirs: list[Path], max_parall
             if cancelled_since(rd, t0):
                 out[str(rd)] = "cancelled"
                 continue
+            side_by_side = min(max(1, max_parallel), len(running) + len(todo) + 1)
             with open(rd / "job.log", "ab") as f:
                 running[str(rd)] = subprocess.Popen(
                     [sys.executable, "-m", "hnetbench.sweeps.job", str(rd)],
                     stdout=f, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+                    env=thread_env(side_by_side),
                 )
             log(f"started {rd.name} (pid {running[str(rd)].pid})")
         time.sleep(0.2)
@@ -119,6 +124,16 @@ def tasks_per_node(spec: SweepSpec) -> int:
     """Processes per node: slurm.tasks_per_node, else one per GPU, else one."""
     s = spec.slurm
     return s.tasks_per_node or max(1, s.gpus_per_node)
+
+@contextlib.contextmanager
+def _environ(env: dict[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def _submitit_executor(spec: SweepSpec, sweep_dir: Path, cluster: str, max_parallel: int) -> Any:
@@ -165,7 +180,9 @@ def run_submitit_local(spec: SweepSpec, sweep_dir: Path, run_dirs: list[Path], m
             if cancelled_since(rd, t0):
                 out[str(rd)] = "cancelled"
                 continue
-            job = ex.submit(SweepJob(), str(rd))
+            side_by_side = min(max(1, max_parallel), len(running) + len(todo) + 1)
+            with _environ(thread_env(side_by_side)):  # the local controller inherits os.environ
+                job = ex.submit(SweepJob(), str(rd))
             running[str(rd)] = job
             record_jobs(sweep_dir, {rd.name: {"executor": "submitit-local", "job_id": job.job_id,
                                               "submitted": now()}})

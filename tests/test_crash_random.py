@@ -171,7 +171,11 @@ class ForkServer:
             self.proc.wait()
 
 
-TIMING_KEYS = {"bytes_per_s", "mfu", "wall_s"}  # wall-clock measurements, not results
+# wall-clock and per-process measurements, not results (the first metrics line of each process
+# records the peak, load and threads it ran with: a killed run has more processes)
+TIMING_KEYS = {"bytes_per_s", "mfu", "mfu_refused", "wall_s", "cpu_s", "loadavg_start",
+               "peak_flops", "peak_source", "threads", "compile_s", "compile_shapes"}
+TIMING_COLUMNS = ("wall (s)", "CPU (s)", "load at start")
 
 
 def _marks(trace: Path) -> list[tuple[float, str]]:
@@ -208,17 +212,17 @@ def _durations(marks: list[tuple[float, str]]) -> dict[str, float]:
 
 
 def _drop_wall_column(text: str) -> str:
-    """The runs table with its `wall (s)` column emptied (md, tex, csv: cells split on | & ,)."""
+    """The runs table with its timing columns emptied (md, tex, csv: cells split on | & ,)."""
     lines = text.splitlines()
     header = next(line for line in lines if "wall (s)" in line)
     sep = next(c for c in "|&," if c in header)
     head = header.split(sep)
-    col = next(i for i, c in enumerate(head) if c.strip().startswith("wall (s)"))
+    cols = {i for i, c in enumerate(head) if c.strip().startswith(TIMING_COLUMNS)}
 
     def blank(cell: str) -> str:  # keep a LaTeX row end
         return "\\\\" if cell.rstrip().endswith("\\\\") else ""
 
-    return "\n".join(sep.join(blank(c) if i == col else c for i, c in enumerate(cells))
+    return "\n".join(sep.join(blank(c) if i in cols else c for i, c in enumerate(cells))
                      if len(cells := line.split(sep)) == len(head) else line for line in lines)
 
 

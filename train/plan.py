@@ -68,6 +68,8 @@ def validate(run_cfg: RunConfig) -> None:
         (tc.dtype in ("auto", "fp32", "bf16"), "train.dtype", "auto, fp32 or bf16", tc.dtype),
         (tc.log_every >= 1, "train.log_every", "an integer >= 1", tc.log_every),
         (dc.batch_size >= 1, "data.batch_size", "an integer >= 1", dc.batch_size),
+        (tc.compile in (True, False, "auto", "off", "blocks"), "train.compile",
+         "auto, off or blocks", tc.compile),
     ]
     for ok, key, expected, value in checks:
         if not ok:

@@ -33,6 +33,8 @@ import torch
 from hnetbench.config import ConfigError, RunConfig, atomic_write_text, save_config
 from hnetbench.train import checkpoint as ck
 from hnetbench.train import plan
+from hnetbench.train.compile import compile_blocks
+from hnetbench.train.compile import resolve_mode as resolve_compile
 from hnetbench.train.distributed import (
     DistEnv,
     all_reduce_grads,
@@ -44,7 +46,7 @@ from hnetbench.train.distributed import (
     sum_over_ranks,
 )
 from hnetbench.train.metrics import MetricsFile, Progress
-from hnetbench.train.perf import peak_flops
+from hnetbench.train.perf import check_mfu, load_average, peak_flops
 from hnetbench.train.schedule import lr_factor
 
 LN2 = math.log(2.0)
@@ -164,6 +166,8 @@ class Trainer:
             raise ConfigError(f"data.batch_size: expected a multiple of the world size "
                               f"{env.world_size}, got {self.dc.batch_size}")
         self.step, self.bytes_seen, self.flops_seen, self.wall_prev = 0, 0, 0.0, 0.0
+        self.load_start, self.cpu_start = load_average(), time.process_time()
+        self.peak_refreshed, self.perf_logged, self.mfu_refused = False, False, None
         self.last_ckpt: str | None = None
         self.skipped_ckpts: list[str] = []
 
@@ -217,7 +221,7 @@ class Trainer:
         if self.device.type == "cuda":
             kwargs["fused"] = True
         self.opt = torch.optim.AdamW(groups, **kwargs)
-        self.fwd = torch.compile(self.model) if tc.compile else self.model
+        self.fwd = self.model  # train.compile compiles its blocks in place (after _build)
         self.loader = build_loader(self.dc, "train", tc.seed)
         n_ids = self.loader.tokenizer.vocab_size
         if self.cfg.model.vocab_size < n_ids:  # an id past the embedding would crash deep in torch
@@ -230,6 +234,9 @@ class Trainer:
         self.fwd_fpb = plan.forward_flops_per_byte(self.cfg, bytes_per_token)
         self.total_steps = plan.plan_steps(self.cfg, self.fwd_fpb)
         self.peak = peak_flops(self.device, self.amp is not None)
+        mode = resolve_compile(tc.compile, self.device,
+                               plan.bytes_per_step(self.cfg) * self.total_steps)
+        self.compile_stats = compile_blocks(self.model, mode)
 
     def _load(self, path: Path) -> None:
         ck.load_weights(self.model, path)
@@ -317,6 +324,29 @@ class Trainer:
         rec.update(stats)
         return rec
 
+    def _mfu(self, bps: float) -> float | None:
+        """MFU of this span; an MFU > 1 re-measures the peak once, and is refused if it stays."""
+        mfu = bps * 3.0 * self.fwd_fpb / (self.peak * self.env.world_size)
+        if mfu > 1.0 and not self.peak_refreshed:
+            self.peak_refreshed = True
+            self.peak = peak_flops(self.device, self.amp is not None, refresh=True) or self.peak
+            mfu = bps * 3.0 * self.fwd_fpb / (self.peak * self.env.world_size)
+        mfu, self.mfu_refused = check_mfu(mfu, self.peak)
+        return mfu
+
+    def _perf_fields(self, rec: dict) -> dict:
+        """Compile cost on every log line; the first line of a process also records the peak
+        used, where it came from, the load at start and the thread count (issue 25)."""
+        out = self.compile_stats.as_metrics()
+        if self.mfu_refused:
+            out["mfu_refused"] = self.mfu_refused
+        if not self.perf_logged:
+            self.perf_logged = True
+            out.update(peak_flops=float(self.peak) if self.peak else None,
+                       peak_source=getattr(self.peak, "source", None),
+                       loadavg_start=self.load_start, threads=torch.get_num_threads())
+        return out
+
     def _diverged(self, what: str, value: float) -> None:
         msg = (f"{what} is {value} at step {self.step + 1}; stopped before the update "
                f"(last good checkpoint: {self.last_ckpt or 'none'})")
@@ -380,9 +410,10 @@ class Trainer:
                 bps = span_bytes / span_time if span_time > 0 else 0.0
                 mfu = None
                 if self.fwd_fpb and self.peak:
-                    mfu = bps * 3.0 * self.fwd_fpb / (self.peak * self.env.world_size)
+                    mfu = self._mfu(bps)
                 rec.update(bytes_seen=self.bytes_seen, bytes_per_s=bps, mfu=mfu,
                            flops_seen=self.flops_seen if self.fwd_fpb is not None else None)
+                rec.update(self._perf_fields(rec))
                 if main:
                     self.metrics.write(rec)
                 eta = (self.total_steps - self.step) * span_time / max(1, span_steps)
@@ -441,6 +472,10 @@ class Trainer:
             "name": cfg.name,
             "world_size": self.env.world_size,
             **({"stop_signal": StopRequest.signal} if status == "stopped" else {}),
+
+            "cpu_s": round(time.process_time() - self.cpu_start, 3),  # this process, this leg
+            "loadavg_start": self.load_start,
+            **(self.compile_stats.as_metrics() if hasattr(self, "compile_stats") else {}),
             **extra,
         }
 

@@ -1,0 +1,176 @@
+"""Issue 21: training speed of today's code against the previous scan, in one process.
+
+    python benchmarks/speedup.py [--presets hnet-1stage@cpu-tiny ...] [--compile PRESET ...]
+                                 [--parity-steps 50] [--json out.json]
+
+For every preset the same model (same weights, same batch of real text) takes training steps
+(forward, backward, AdamW) alternately with the previous chunked SSD (`mamba2.ssd_chunked`,
+"before") and the current default (`models.ssd.ssd_scan`, "after"); repetitions interleave so
+machine load hits both alike (the order alternates per round). Ratios are of CPU seconds per
+step (one thread: time slices lost to other processes do not count), so they hold on a loaded
+machine; the ratio of the fastest wall-clock repetitions is reported beside them. Bytes/s are
+bytes per CPU second.
+`--compile` adds `train.compile: blocks` on top for the named presets (and reports the
+compile seconds).
+`--parity-steps` trains two copies from the same init for that many steps, one per scan, and
+reports the largest loss difference. The load average is recorded before and after: on a
+shared machine, absolute numbers mean little, the ratios measured here are the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, print_table, write_json  # noqa: E402
+from throughput import make_batch  # noqa: E402
+
+PRESETS = [f"{f}@{s}" for s in ("cpu-tiny", "cpu-small")
+           for f in ("transformer-bpe", "mambabyte", "hnet-1stage", "hnet-2stage")]
+
+
+def use_scan(which: str) -> None:
+    """Point the Mamba-2 mixer at the previous ("before") or current ("after") scan."""
+    from hnetbench.models import mamba2, ssd
+
+    mamba2.ssd_scan = mamba2.ssd_chunked if which == "before" else ssd.ssd_scan
+
+
+def _step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
+          y: torch.Tensor) -> float:
+    out = model(x, targets=y)
+    out.loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return float(out.loss.detach())
+
+
+def compare(preset: str, batch: int, seq_bytes: int, repeats: int, with_compile: bool) -> dict:
+    from hnetbench.config import resolve
+    from hnetbench.models import build_model
+    from hnetbench.train.compile import compile_blocks
+
+    cfg = resolve(base={"preset": preset})
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    x, y, n_bytes, _ = make_batch(cfg, batch, seq_bytes, "cpu")
+    variants = {"before": (model, "before"), "after": (model, "after")}
+    stats = None
+    if with_compile:
+        compiled = copy.deepcopy(model)
+        stats = compile_blocks(compiled, "blocks")
+        variants["after+compile"] = (compiled, "after")
+    opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, (m, _) in variants.items()}
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    cpu: dict[str, list[float]] = {k: [] for k in variants}
+    first: dict[str, float] = {}
+    for r in range(repeats + 1):  # round 0 warms up (and compiles); order alternates per round
+        order = list(variants.items()) if r % 2 == 0 else list(variants.items())[::-1]
+        for k, (m, scan) in order:
+            use_scan(scan)
+            t0, c0 = time.perf_counter(), time.process_time()
+            _step(m, opts[k], x, y)
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
+            if r:
+                times[k].append(dt)
+                cpu[k].append(dc)
+            else:
+                first[k] = dt
+    use_scan("after")
+    # Ratios of CPU seconds per step (median): with one thread, time slices lost to other
+    # processes do not count, so they hold on a loaded machine where wall time does not. The
+    # fastest wall-clock repetition is reported beside them.
+    c = {k: statistics.median(v) for k, v in cpu.items()}
+    w = {k: min(v) for k, v in times.items()}
+    row = {"preset": preset, "before_bytes_cpu_s": n_bytes / c["before"],
+           "after_bytes_cpu_s": n_bytes / c["after"], "speedup": c["before"] / c["after"],
+           "speedup_wall_best": w["before"] / w["after"]}
+    if with_compile:
+        row["compiled_bytes_cpu_s"] = n_bytes / c["after+compile"]
+        row["speedup_compiled"] = c["before"] / c["after+compile"]
+        row["speedup_compiled_wall_best"] = w["before"] / w["after+compile"]
+        row["compile_s"] = stats.as_metrics()["compile_s"]
+        row["compile_first_step_s"] = first["after+compile"]
+    return row
+
+
+def parity(preset: str, batch: int, seq_bytes: int, steps: int) -> float:
+    """Largest |loss_before - loss_after| over `steps` training steps from the same init."""
+    from hnetbench.config import resolve
+    from hnetbench.data import build_loader
+    from hnetbench.models import build_model
+
+    cfg = resolve(base={"preset": preset, "data": {"batch_size": batch, "seq_len": seq_bytes}})
+    losses = {}
+    for scan in ("before", "after"):
+        use_scan(scan)
+        torch.manual_seed(0)
+        model = build_model(cfg.model)
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        loader = iter(build_loader(cfg.data, "train", 0))
+        curve = []
+        for _ in range(steps):
+            b = next(loader)
+            out = model(b["input_ids"], targets=b["targets"], doc_start=b["doc_start"])
+            out.loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            curve.append(float(out.loss.detach()))
+        losses[scan] = curve
+    use_scan("after")
+    return max(abs(a - b) for a, b in zip(losses["before"], losses["after"]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", nargs="*", default=PRESETS)
+    ap.add_argument("--compile", nargs="*", default=[], help="presets to also compile")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq-bytes", type=int, default=512)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--parity-steps", type=int, default=0)
+    ap.add_argument("--parity-presets", nargs="*", default=None)
+    ap.add_argument("--parity-batch", type=int, default=4)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    load_before = os.getloadavg()
+    t_cpu = time.process_time()
+    rows = []
+    for p in args.presets:
+        rows.append(compare(p, args.batch, args.seq_bytes, args.repeats, p in args.compile))
+        print(rows[-1], f"load {os.getloadavg()}", flush=True)
+    for scale in ("cpu-tiny", "cpu-small"):
+        ref = next((r for r in rows if r["preset"] == f"transformer-bpe@{scale}"), None)
+        for r in rows:
+            if ref and r["preset"].endswith(scale):
+                r["after_vs_bpe"] = r["after_bytes_cpu_s"] / ref["after_bytes_cpu_s"]
+                r["before_vs_bpe"] = r["before_bytes_cpu_s"] / ref["before_bytes_cpu_s"]
+    par = {}
+    if args.parity_steps:
+        for p in args.parity_presets or [p for p in args.presets if "transformer" not in p]:
+            par[p] = parity(p, args.parity_batch, args.seq_bytes, args.parity_steps)
+            print(f"parity {p}: max |loss diff| over {args.parity_steps} steps = {par[p]:.2e}")
+    load_after = os.getloadavg()
+    print(f"threads {torch.get_num_threads()}, cores {os.cpu_count()}, load before "
+          f"{load_before}, after {load_after}")
+    if rows:
+        print_table(rows, ["preset", "before_bytes_cpu_s", "after_bytes_cpu_s", "speedup",
+                           "speedup_wall_best",
+                           "before_vs_bpe", "after_vs_bpe", "speedup_compiled", "compile_s"])
+    write_json(args.json, {"machine": machine(), "batch": args.batch, "seq_bytes": args.seq_bytes,
+                           "load_before": load_before, "load_after": load_after,
+                           "cpu_s": time.process_time() - t_cpu, "rows": rows,
+                           "parity_max_abs_loss_diff": par})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""The CPU default Mamba-2 SSD scan: chunked, head-major, with document resets.
+
+Same contract as `mamba2.ssd_chunked` (kept as the reference it is tested against, with
+`mamba2.ssd_naive`), reorganised for fewer elementwise passes and copies:
+- one head-major layout (b, G, R, chunks, Q, .) so every contraction is a plain batched matmul
+  (no einsum permute-copies); B and C stay per group (no repeat over the R heads of a group);
+- the intra-chunk decay matrix is built once (subtract, mask, exp, times C.B) per head;
+- the chunk-to-chunk recurrence runs over unbound chunks (no per-chunk slicing, whose backward
+  zero-fills a full-size gradient each time); a reset makes the chunk's carried decay 0;
+- the carried states reach the outputs in one matmul per group for all chunks;
+- the chunk length is chosen per shape (`pick_chunk`): the Q x Q decay matrix costs ~Q per
+  position and head, the carried states ~N*P/Q, so Q ~ sqrt(N*P), never above the configured
+  chunk and never far above the sequence length. The result does not depend on Q beyond
+  float rounding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def pick_chunk(L: int, chunk: int, d_state: int, headdim: int) -> int:
+    """Chunk length for a scan of length L: a power of two near sqrt(d_state*headdim), at least
+    32 (measured: below that the carried states cost more than the matrices save), at most
+    the configured `chunk`, and no longer than L rounded up to a power of two."""
+    q = 2 ** round(math.log2(max(1.0, math.sqrt(d_state * headdim))))
+    q = max(32, q)
+    q = min(q, 2 ** math.ceil(math.log2(max(L, 1))))
+    return max(1, min(q, chunk))
+
+
+def _carry(g: torch.Tensor, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chunk-to-chunk recurrence S_c = S_{c-1} * g_c + states_c over dim 3 of states
+    (b, G, R, nc, N, P); g (b, G|1, R|1, nc). Returns (the state entering each chunk, the state
+    after the last one). A loop over unbound chunks: slicing a tensor per chunk would make
+    autograd zero-fill a full-size gradient for every slice."""
+    gs, ss = g.unbind(3), states.unbind(3)
+    S = ss[0]
+    entering = [torch.zeros_like(S), S]
+    for c in range(1, len(ss)):
+        S = torch.addcmul(ss[c], S, gs[c][..., None, None])
+        entering.append(S)
+    return torch.stack(entering[:-1], dim=3), S
+
+
+def ssd_scan(x, dt, A, B, C, chunk: int, doc=None):  # noqa: ANN001, ANN201 - same as reference
+    """x (b,L,H,P), dt (b,L,H), A (H,), B/C (b,L,G,N), doc (b,L) nondecreasing document ids.
+
+    Returns (y (b,L,H,P), final state (b,H,P,N)), equal to `ssd_chunked` up to rounding.
+    """
+    b, L, H, P = x.shape
+    G, N = B.shape[2], B.shape[3]
+    R = H // G
+    Q = pick_chunk(L, chunk, N, P)
+    if doc is None:
+        doc = torch.zeros(b, L, dtype=torch.long, device=x.device)
+    pad = (-L) % Q
+    if pad:  # zero dt adds nothing and decays nothing; padding continues the last document
+        x, dt = F.pad(x, (0, 0, 0, 0, 0, pad)), F.pad(dt, (0, 0, 0, pad))
+        B, C = F.pad(B, (0, 0, 0, 0, 0, pad)), F.pad(C, (0, 0, 0, 0, 0, pad))
+        doc = torch.cat([doc, doc[:, -1:].expand(b, pad)], dim=1)
+    nc = (L + pad) // Q
+    # head-major views: (b, G, R, nc, Q, .) for per-head tensors, (b, G, nc, Q, .) per group
+    xdt = (x * dt[..., None]).view(b, nc, Q, G, R, P).permute(0, 3, 4, 1, 2, 5)
+    cs = (dt * A).view(b, nc, Q, G, R).permute(0, 3, 4, 1, 2).cumsum(-1)  # (b,G,R,nc,Q)
+    Bg = B.view(b, nc, Q, G, N).permute(0, 3, 1, 2, 4)  # (b, G, nc, Q, N)
+    Cg = C.view(b, nc, Q, G, N).permute(0, 3, 1, 2, 4)
+    doc = doc.view(b, nc, Q)
+
+    # 1) inside each chunk: y_i = sum_{j<=i, same doc} exp(cs_i - cs_j) (C_i.B_j) xdt_j
+    causal = torch.ones(Q, Q, dtype=torch.bool, device=x.device).tril()
+    cut = ~(causal & (doc[..., :, None] == doc[..., None, :]))[:, None, None]  # (b,1,1,nc,Q,Q)
+    seg = (cs[..., :, None] - cs[..., None, :]).masked_fill(cut, float("-inf"))
+    M = seg.exp() * (Cg @ Bg.transpose(-1, -2))[:, :, None]  # (b, G, R, nc, Q, Q)
+    y = M @ xdt
+
+    # 2) each chunk's end state from its last document's positions: (b, G, R, nc, N, P)
+    last = doc[..., -1]  # (b, nc)
+    same_last = (doc == last[..., None]).to(x.dtype)[:, None, None]  # (b,1,1,nc,Q)
+    w = torch.exp(cs[..., -1:] - cs) * same_last
+    states = Bg.transpose(-1, -2)[:, :, None] @ (xdt * w[..., None])
+
+    # 3) carry across chunks: through chunk c the state decays by exp(cs_end) unless the chunk
+    #    holds a reset (then its last document starts inside it and nothing older survives)
+    prev_last = F.pad(last, (1, 0), value=-1)[:, :-1]
+    cont = (last == prev_last).to(x.dtype)[:, None, None]  # (b,1,1,nc)
+    s_in, s_final = _carry(torch.exp(cs[..., -1]) * cont, states)
+    # C_i . (state entering chunk c), for the R heads of a group in one matmul; positions of a
+    # document that starts inside the chunk get nothing (chunk 0 enters with prev_last = -1)
+    s_in = s_in.permute(0, 1, 3, 4, 2, 5).reshape(b, G, nc, N, R * P)
+    off = (Cg @ s_in).view(b, G, nc, Q, R, P).permute(0, 1, 4, 2, 3, 5)
+    enter = (doc == prev_last[..., None]).to(x.dtype)[:, None, None]  # (b,1,1,nc,Q)
+    y = torch.addcmul(y, off, (torch.exp(cs) * enter)[..., None])
+    y = y.permute(0, 3, 4, 1, 2, 5).reshape(b, nc * Q, H, P)[:, :L]
+    final = s_final.reshape(b, H, N, P).transpose(-1, -2)
+    return y, final
