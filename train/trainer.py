@@ -75,6 +75,8 @@ def shard(batch: dict, env: DistEnv, device: torch.device) -> tuple[torch.Tensor
     """This rank's rows of (input_ids, targets, doc_start)."""
     per = batch["input_ids"].shape[0] // env.world_size
     rows = slice(env.rank * per, (env.rank + 1) * per)
+    if batch.get("sharded"):  # the loader already read only this rank's windows
+        rows = slice(None)
     nb = device.type == "cuda"
     keys = ("input_ids", "targets", "doc_start")
     return tuple(batch[k][rows].to(device, non_blocking=nb) for k in keys)
@@ -96,7 +98,7 @@ def evaluate(model: torch.nn.Module, loader: Any, n_batches: int, env: DistEnv,
     was_training = model.training
     model.eval()
     nats = torch.zeros((), dtype=torch.float64, device=device)
-    n_bytes = 0
+    n_bytes, sharded = 0, False
     batches = loader.iter_epoch(0) if hasattr(loader, "iter_epoch") else iter(loader)
     for i, batch in enumerate(batches):
         if i >= n_batches:
@@ -106,6 +108,9 @@ def evaluate(model: torch.nn.Module, loader: Any, n_batches: int, env: DistEnv,
             out = model(ids, targets=tgt, doc_start=ds)
         nats += torch.as_tensor(out.nats_sum, dtype=torch.float64, device=device)
         n_bytes += int(batch["n_bytes"])
+        sharded = bool(batch.get("sharded"))
+    if n_bytes and sharded:  # each rank counted its own rows
+        n_bytes = int(all_reduce_sum(torch.tensor(n_bytes, dtype=torch.int64, device=device), env))
     all_reduce_sum(nats, env)
     model.train(was_training)
     return float(nats) / LN2 / n_bytes if n_bytes else None
@@ -194,14 +199,16 @@ class Trainer:
             kwargs["fused"] = True
         self.opt = torch.optim.AdamW(groups, **kwargs)
         self.fwd = torch.compile(self.model) if tc.compile else self.model
-        self.loader = build_loader(self.dc, "train", tc.seed)
+        world = (self.env.rank, self.env.world_size)  # each rank reads its own windows
+        self.loader = build_loader(self.dc, "train", tc.seed, None, *world)
         n_ids = self.loader.tokenizer.vocab_size
         if self.cfg.model.vocab_size < n_ids:  # an id past the embedding would crash deep in torch
             raise ConfigError(
                 f"model.vocab_size {self.cfg.model.vocab_size} is smaller than the "
                 f"{self.loader.tokenizer.name} tokenizer's {n_ids} ids")
 
-        self.val_loader = build_loader(self.dc, "val", tc.seed) if tc.eval_batches > 0 else None
+        self.val_loader = (build_loader(self.dc, "val", tc.seed, self.loader.tokenizer, *world)
+                           if tc.eval_batches > 0 else None)
         bytes_per_token = float(getattr(self.loader, "bytes_per_token", 1.0))
         self.fwd_fpb = plan.forward_flops_per_byte(self.cfg, bytes_per_token)
         self.total_steps = plan.plan_steps(self.cfg, self.fwd_fpb)
@@ -249,8 +256,12 @@ class Trainer:
         for g in self.opt.param_groups:
             g["lr"] = tc.lr * g["lr_mult"] * factor
         micro = [batches.next() for _ in range(tc.grad_accum)]
-        n_targets = max(1, sum(int((b["targets"] != -100).sum()) for b in micro))
+        n_targets = sum(int((b["targets"] != -100).sum()) for b in micro)
         step_bytes = sum(int(b["n_bytes"]) for b in micro)
+        if micro[0].get("sharded"):  # rank-local batches: the step's totals over all ranks
+            counts = torch.tensor([n_targets, step_bytes], dtype=torch.int64, device=device)
+            n_targets, step_bytes = (int(x) for x in all_reduce_sum(counts, env).tolist())
+        n_targets = max(1, n_targets)
         share = 1.0 / (tc.grad_accum * env.world_size)
         acc = torch.zeros(3, dtype=torch.float64, device=device)  # nats, ratio part, ratio loss
         stats: dict[str, float] = {}
