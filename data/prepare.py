@@ -14,6 +14,7 @@ import concurrent.futures as cf
 import dataclasses
 import fcntl
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -86,7 +87,9 @@ def iter_documents(cfg: DataConfig) -> Iterator[bytes]:
         text_field = spec.pop("text_field")
         docs = connectors.iter_hf(text_field=text_field, **spec)
     else:
-        raise DataError(f"data.source: cannot prepare from '{cfg.source}' (expected embedded|files|hf)")
+        raise DataError(
+            f"data.source: cannot prepare from '{cfg.source}' (expected embedded|files|hf)"
+        )
     total = 0
     for d in docs:
         yield d
@@ -123,7 +126,7 @@ def encode_chunk(tok: Any, docs: list[bytes], dtype: str) -> tuple[np.ndarray, n
         return flat, np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
     ids = tok.encode_batch(docs)
     lens = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-    flat = np.fromiter((t for x in ids for t in x), dtype=dtype, count=int(lens.sum()))
+    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype, count=int(lens.sum()))
     return flat, lens
 
 
@@ -137,8 +140,10 @@ def _worker_encode(docs: list[bytes], dtype: str) -> tuple[np.ndarray, np.ndarra
 class SplitWriter:
     """Fills one split's shard buffer; writes a shard (atomically) when the next doc won't fit."""
 
-    def __init__(self, root: Path, split: str, dtype: str, shard_tokens: int, done: dict) -> None:
+    def __init__(self, root: Path, split: str, dtype: str, shard_tokens: int, done: dict,
+                 on_shard: Callable[[], None] = lambda: None) -> None:
         self.root, self.split, self.dtype, self.cap = root, split, dtype, shard_tokens
+        self.on_shard = on_shard  # records progress right after each shard
         self.shards: list[dict] = list(done.get("shards", []))
         self.docs_done = sum(s["documents"] for s in self.shards)
         self.buf: np.ndarray | None = None
@@ -146,12 +151,10 @@ class SplitWriter:
         self.bos = array.array("q")
         self.nbytes = 0
 
-    def add(self, toks: np.ndarray, nbytes: int) -> bool:
-        """Append one document; True when a shard was written."""
-        wrote = False
+    def add(self, toks: np.ndarray, nbytes: int) -> None:
+        """Append one document (writing the full shard first when it would not fit)."""
         if self.n and self.n + len(toks) > self.cap:
             self.flush()
-            wrote = True
         if self.buf is None or len(self.buf) < self.n + len(toks):
             grown = np.empty(max(self.cap, self.n + len(toks)), dtype=self.dtype)  # lazily paged
             if self.buf is not None:
@@ -161,7 +164,6 @@ class SplitWriter:
         self.buf[self.n : self.n + len(toks)] = toks
         self.n += len(toks)
         self.nbytes += nbytes
-        return wrote
 
     def flush(self) -> None:
         if not self.bos:
@@ -179,6 +181,7 @@ class SplitWriter:
         if self.buf is not None and len(self.buf) > self.cap:
             self.buf = None  # an oversized document's buffer is not kept
         self.n, self.nbytes, self.bos = 0, 0, array.array("q")
+        self.on_shard()
 
     def summary(self) -> dict:
         return {
@@ -199,11 +202,11 @@ def _check_same(path: Path, old: dict, tok_id: dict, source: dict) -> None:
             f"{path}: prepared with tokenizer {t.get('name')} ({t.get('fingerprint')}), not "
             f"{tok_id['name']} ({tok_id['fingerprint']}); use another --out"
         )
-    if old.get("source") != source:
-        raise DataError(
-            f"{path}: prepared from {json.dumps(old.get('source'))}, not {json.dumps(source)}; "
-            "use another --out"
-        )
+    prev = old.get("source") or {}
+    diff = [f"{k}={prev.get(k)!r} (now {v!r})" for k, v in source.items() if prev.get(k) != v]
+    if diff:
+        raise DataError(f"{path}: prepared from another input: {', '.join(diff)}; "
+                        "use another --out")
 
 
 def prepare(
@@ -225,14 +228,14 @@ def prepare(
         _check_same(root / sh.MANIFEST, man, tok_id, source)
         return man
     root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".*.tmp*"):  # temp files of a killed run
+        stale.unlink(missing_ok=True)
     progress: dict = {}
     if (root / sh.PROGRESS).is_file():
         progress = sh.read_json(root / sh.PROGRESS)
         _check_same(root / sh.PROGRESS, progress, tok_id, source)
     dtype = tok_id["dtype"]
     done = progress.get("splits", {})
-    writers = {s: SplitWriter(root, s, dtype, shard_tokens, done.get(s, {})) for s in SPLITS}
-    skip = {s: w.docs_done for s, w in writers.items()}
     header = {"format": sh.FORMAT, "version": sh.FORMAT_VERSION, "tokenizer": tok_id,
               "source": source, "shard_tokens": shard_tokens}
 
@@ -240,9 +243,14 @@ def prepare(
         splits = {s: {"shards": w.shards} for s, w in writers.items()}
         sh.write_json(root / sh.PROGRESS, {**header, "splits": splits})
 
+    writers = {s: SplitWriter(root, s, dtype, shard_tokens, done.get(s, {}), save_progress)
+               for s in SPLITS}
+    skip = {s: w.docs_done for s, w in writers.items()}
+
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
     use_pool = n_workers > 1 and tok.name != "bytes"  # bytes need no tokenizing
-    t0, seen_bytes, last_log = time.perf_counter(), 0, 0.0
+    t0, seen_bytes = time.perf_counter(), 0
+    last_log = t0
     if log and any(skip.values()):
         log(f"data prepare: resuming {root} ({', '.join(f'{s} {n} docs' for s, n in skip.items())} "
             "already written)")
@@ -250,12 +258,9 @@ def prepare(
     def consume(splits: list[str], nbytes: list[int], flat: np.ndarray, lens: np.ndarray) -> None:
         nonlocal seen_bytes, last_log
         ends = np.cumsum(lens)
-        wrote = False
         for i, s in enumerate(splits):
-            wrote |= writers[s].add(flat[ends[i] - lens[i] : ends[i]], nbytes[i])
+            writers[s].add(flat[ends[i] - lens[i] : ends[i]], nbytes[i])
             seen_bytes += nbytes[i]
-        if wrote:
-            save_progress()
         now = time.perf_counter()
         if log and now - last_log > 30:
             last_log = now
