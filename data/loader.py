@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from hnetbench.config import DataConfig
 from hnetbench.data.corpus import DataError, check_split
-from hnetbench.data.shards import PreparedSplit, tokenizer_fingerprint
+from hnetbench.data.shards import PreparedSplit, matched_seq_len, tokenizer_fingerprint
 from hnetbench.data.tokenizers import Tokenizer
 
 IGNORE = -100
@@ -79,14 +79,8 @@ class PackedLoader:
         self._token_len = np.append(lens, 0)  # index -1 (padding) -> 0 bytes
 
         tr = man["splits"]["train"]  # tokens per row: match a byte model's bytes per row
-        train_bytes, train_tokens, train_docs = tr["bytes"], tr["tokens"], tr["documents"]
-        self.bytes_per_token = train_bytes / max(1, train_tokens)
-        if tok.name == "bytes":
-            self.seq_len_tokens = data_cfg.seq_len
-        else:
-            bpp_bytes = train_bytes / (train_bytes + train_docs)  # bytes per stream position
-            bpp_tok = train_bytes / (train_tokens + train_docs)
-            self.seq_len_tokens = max(1, round(data_cfg.seq_len * bpp_bytes / bpp_tok))
+        self.bytes_per_token = tr["bytes"] / max(1, tr["tokens"])
+        self.seq_len_tokens = matched_seq_len(data_cfg.seq_len, tok.name, tr)
         T, B = self.seq_len_tokens, data_cfg.batch_size
         self.batch_size, self.rank, self.world_size = B, rank, world_size
         stream_len = self.data.stream_len

@@ -57,6 +57,17 @@ def tokenizer_identity(tok: Any) -> dict[str, Any]:
     }
 
 
+def matched_seq_len(seq_len: int, tokenizer_name: str, train: dict) -> int:
+    """Tokens per row so that a row covers the bytes a byte model's `seq_len` covers, from the
+    train split's bytes, tokens and documents (each document adds one BOS position)."""
+    if tokenizer_name == "bytes":
+        return seq_len
+    b, t, d = train["bytes"], train["tokens"], train["documents"]
+    bpp_bytes = b / (b + d)  # bytes per stream position of a byte model
+    bpp_tok = b / (t + d)
+    return max(1, round(seq_len * bpp_bytes / bpp_tok))
+
+
 class _HashingFile:
     """File wrapper that hashes what is written (so a shard is hashed without re-reading it)."""
 
