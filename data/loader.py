@@ -146,7 +146,10 @@ class PackedLoader:
         inputs, targets = rows[:, :-1].copy(), rows[:, 1:].copy()
         inputs[inputs < 0] = bos  # padding reads as a fresh document start; never scored
         scored = (targets >= 0) & (targets != bos)
-        n_bytes = int(self._token_len[np.where(scored, targets, -1)].sum())
+        if self.tokenizer.name == "bytes":  # one byte per scored target
+            n_bytes = int(np.count_nonzero(scored))
+        else:
+            n_bytes = int(self._token_len[np.where(scored, targets, -1)].sum())
         targets[~scored] = IGNORE
         batch = {
             "input_ids": torch.from_numpy(inputs),

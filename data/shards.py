@@ -157,7 +157,7 @@ def _open_npy(path: Path, want_len: int, dtype: str) -> np.ndarray:
             f"{path}: expected {want_len} x {dtype}, found {arr.shape} x {arr.dtype.name} "
             "(a damaged prepared corpus?)"
         )
-    return arr
+    return arr.view(np.ndarray)  # same mapped pages; slicing a plain ndarray is cheaper
 
 
 class PreparedSplit:
@@ -190,30 +190,27 @@ class PreparedSplit:
     def read(self, a: int, b: int) -> np.ndarray:
         """stream[a:b] as int64 (clipped to the stream's end)."""
         b = min(b, self.stream_len)
-        out = np.empty(max(0, b - a), dtype=np.int64)
+        parts = []
         k = int(np.searchsorted(self.starts, a, side="right")) - 1
         pos = a
         while pos < b:
             s0, s1 = int(self.starts[k]), int(self.starts[k + 1])
             lo, hi = pos - s0, min(b, s1) - s0
             toks, bos = self._shard(k)
-            # documents overlapping [lo, hi): their BOS positions are the stream breaks
-            d0 = int(np.searchsorted(bos, lo, side="right")) - 1
-            d1 = int(np.searchsorted(bos, hi, side="left"))
-            marks = np.asarray(bos[d0:d1], dtype=np.int64)
-            p = np.arange(lo, hi, dtype=np.int64)
-            d = np.searchsorted(marks, p, side="right") - 1  # index into marks
-            t = p - (d + d0) - 1  # token index of position p (BOS positions give garbage)
-            is_bos = p == marks[d]
-            t_lo = max(0, int(t[0]) if len(t) else 0)
-            t_hi = max(t_lo, int(t.max()) + 1)
-            slab = np.asarray(toks[t_lo:t_hi], dtype=np.int64)
-            seg = out[pos - a : pos - a + (hi - lo)]
-            seg[:] = slab[np.clip(t - t_lo, 0, max(0, len(slab) - 1))] if len(slab) else 0
-            seg[is_bos] = self.bos_id
+            # the documents whose BOS falls in [lo, hi); tokens before doc d start at bos[d] - d
+            d_a = int(np.searchsorted(bos, lo, side="left"))
+            d_b = int(np.searchsorted(bos, hi, side="left"))
+            t0 = lo - d_a
+            slab = np.asarray(toks[t0 : t0 + (hi - lo) - (d_b - d_a)], dtype=np.int64)
+            if d_b > d_a:  # insert BOS before the tokens of each document starting here
+                marks = np.asarray(bos[d_a:d_b], dtype=np.int64) - lo
+                slab = np.insert(slab, marks - np.arange(d_b - d_a), self.bos_id)
+            parts.append(slab)
             pos += hi - lo
             k += 1
-        return out
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
 
     def documents(self) -> Iterator[np.ndarray]:
         """Token ids of each document, in prepared order (a view into the memmap)."""
