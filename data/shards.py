@@ -7,14 +7,15 @@ position of its BOS in the shard's *stream*, i.e. token offset + document index)
 split is [BOS] doc [BOS] doc ... over its shards in order; a shard's stream length is
 tokens + documents. `manifest.json` is written last, so its presence means "complete".
 
-Readers open shards with `np.load(mmap_mode="r")`: nothing is read into memory until a window
-of it is asked for.
+Readers memmap the document index (`np.load(mmap_mode="r")`) and read the ids of a window with
+pread: nothing is read into memory until a window of it is asked for.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,7 +146,8 @@ def verify(root: str | os.PathLike) -> list[str]:
     return bad
 
 
-def _open_npy(path: Path, want_len: int, dtype: str) -> np.ndarray:
+def _open_npy(path: Path, want_len: int, dtype: str, header_only: bool = False) -> Any:
+    """The memmapped array (checked against the manifest), or its data offset if header_only."""
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:
@@ -157,7 +159,43 @@ def _open_npy(path: Path, want_len: int, dtype: str) -> np.ndarray:
             f"{path}: expected {want_len} x {dtype}, found {arr.shape} x {arr.dtype.name} "
             "(a damaged prepared corpus?)"
         )
+    if header_only:
+        return int(arr.offset)
+    mm = getattr(arr, "_mmap", None)
+    if mm is not None and hasattr(mmap, "MADV_RANDOM"):
+        mm.madvise(mmap.MADV_RANDOM)  # binary searches: no read-ahead around each probe
     return arr.view(np.ndarray)  # same mapped pages; slicing a plain ndarray is cheaper
+
+
+class _TokenFile:
+    """A shard's ids read with pread: a window costs one syscall and a copy of its bytes, and
+    touches no mapped pages (with a memmap, each page fault maps read-around pages too, so a
+    process's file-backed RSS grows by far more than the windows it reads)."""
+
+    _open: dict[Path, int] = {}  # a few descriptors kept open (a corpus can have 1000s of shards)
+
+    def __init__(self, path: Path, n: int, dtype: str, offset: int) -> None:
+        self.path, self.n, self.dtype, self.offset = path, n, np.dtype(dtype), offset
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _fd(self) -> int:
+        fd = self._open.pop(self.path, None)
+        if fd is None:
+            fd = os.open(self.path, os.O_RDONLY)
+            if len(self._open) >= 64:
+                os.close(self._open.pop(next(iter(self._open))))
+        self._open[self.path] = fd  # most recently used last
+        return fd
+
+    def __getitem__(self, s: slice) -> np.ndarray:
+        start, stop, _ = s.indices(self.n)
+        size = max(0, stop - start) * self.dtype.itemsize
+        buf = os.pread(self._fd(), size, self.offset + start * self.dtype.itemsize)
+        if len(buf) != size:
+            raise DataError(f"{self.path}: shard shorter than its header says (truncated?)")
+        return np.frombuffer(buf, dtype=self.dtype)
 
 
 class PreparedSplit:
@@ -179,10 +217,13 @@ class PreparedSplit:
         self.stream_len = int(self.starts[-1])
         self._maps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-    def _shard(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _shard(self, k: int) -> tuple[_TokenFile, np.ndarray]:
+        """(ids of shard k, read with pread; its BOS positions, memmapped for binary search)."""
         if k not in self._maps:
             sh = self.shards[k]
-            toks = _open_npy(self.root / sh["tokens"], sh["tokens_len"], self.dtype)
+            path = self.root / sh["tokens"]
+            offset = _open_npy(path, sh["tokens_len"], self.dtype, header_only=True)
+            toks = _TokenFile(path, sh["tokens_len"], self.dtype, offset)
             docs = _open_npy(self.root / sh["docs"], sh["documents"], "int64")
             self._maps[k] = (toks, docs)
         return self._maps[k]

@@ -110,8 +110,6 @@ def slurm_problems(spec: SweepSpec, runs: list[PlannedRun]) -> list[str]:
         if world > 0 and r.cfg.data.batch_size % world:
             out.append(f"{r.run_id} {r.label}: data.batch_size {r.cfg.data.batch_size} is not a "
                        f"multiple of the job's {world} ranks (slurm.nodes x gpus_per_node)")
-        if world > 0 and r.cfg.train.device == "cpu":
-            out.append(f"{r.run_id} {r.label}: train.device=cpu on a GPU job")
     return out
 
 
