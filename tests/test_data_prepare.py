@@ -193,3 +193,18 @@ def test_a_tokenizer_or_input_mismatch_with_an_existing_manifest_is_refused(tmp_
     as_bytes = DataConfig(**{**run.__dict__, "tokenizer": "bytes"})
     n_train = sum(split_of(d.encode()) == "train" for d in _docs(200))
     assert build_loader(as_bytes, "train").n_docs == n_train
+
+
+def test_hf_streaming_source_prepares_like_the_same_files(tmp_path, monkeypatch):
+    """`datasets` with streaming=True (its local json builder: offline) gives the same shards."""
+    pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    docs = _docs(300, seed=4)
+    src = tmp_path / "d.jsonl"
+    src.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    via_files = prep.prepare(_cfg(str(src)), tmp_path / "f", workers=1, log=None)
+    hf = DataConfig(source="hf", path=f"json:{src}")  # no data.max_bytes needed to prepare
+    via_hf = prep.prepare(hf, tmp_path / "h", workers=1, log=None)
+    assert via_hf["splits"] == via_files["splits"]
+    assert _shard_files(tmp_path / "h").keys() == _shard_files(tmp_path / "f").keys()
