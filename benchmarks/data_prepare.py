@@ -112,6 +112,21 @@ def probe_loader(prepared: Path, seq_len: int, batch: int, world: int, n: int) -
     return json.loads(stdout)
 
 
+def disk_random_reads(folder: Path, n: int = 400, size: int = 8193, seed: int = 99) -> float:
+    """MB/s of random `size`-byte preads over the prepared shards (the disk's own bound for a
+    loader reading random windows of a corpus that is not in the page cache)."""
+    files = sorted(folder.glob("bytes/train-*.tokens.npy"))
+    rng = np.random.default_rng(seed)
+    fds = [os.open(f, os.O_RDONLY) for f in files]
+    t0 = time.perf_counter()
+    for i in rng.integers(0, len(fds), n):
+        os.pread(fds[i], size, int(rng.integers(0, os.fstat(fds[i]).st_size - size)))
+    dt = time.perf_counter() - t0
+    for fd in fds:
+        os.close(fd)
+    return n * size / dt / 1e6
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gb", type=float, default=2.0, help="generated corpus size (GB)")
@@ -138,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in rows.items():
         print(k, v, flush=True)
     # loader: a paper-L-shaped global batch (256 x 8192 bytes) over 8 ranks; rank 0 measured
+    disk = round(disk_random_reads(work / "prep-big"), 1)
+    print(f"disk: random 8 KB reads {disk} MB/s", flush=True)
     loader = {}
     for name in ("big", "small"):
         loader[name] = probe_loader(work / f"prep-{name}", 8192, 256, 8, 40)
@@ -154,9 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         "loader_rank_MB_per_cpu_s": {k: round(v["bytes_per_cpu_s"] / 1e6, 1)
                                      for k, v in loader.items()},
         "loader_added_rss_MB_2gb_vs_10mb": {k: round(v / 1e6, 1) for k, v in added.items()},
+        "disk_random_8k_reads_MB_per_s": disk,
     }
     print(json.dumps({k: result[k] for k in ("machine", "loader_rank_MB_per_s",
                                              "loader_rank_MB_per_cpu_s",
+                                             "disk_random_8k_reads_MB_per_s",
                                              "loader_added_rss_MB_2gb_vs_10mb")}, indent=1))
     write_json(args.json, result)
     if not args.workdir:
