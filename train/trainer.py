@@ -2,9 +2,10 @@
 accumulation, data parallelism, metrics, checkpoints and exact resume.
 
 Batching: `data.batch_size` sequences per loader batch; an optimizer step consumes
-`train.grad_accum` loader batches. Under data parallelism every rank reads the same global batch
-and keeps its own rows (rank r of W takes rows [r*B/W, (r+1)*B/W)), so a run's trajectory does
-not depend on the number of processes, and the loader state is the same on every rank.
+`train.grad_accum` loader batches. Under data parallelism rank r of W gets rows
+[r*B/W, (r+1)*B/W) of each global batch (the loader reads only those windows), so a run's
+trajectory does not depend on the number of processes, and the loader state is the same on
+every rank.
 
 Loss weighting: each micro-batch shard backpropagates `nats_shard / N + ratio_shard / (A * W)`,
 where N counts the scored targets of the whole optimizer step (known to every rank), A is
@@ -109,7 +110,7 @@ def evaluate(model: torch.nn.Module, loader: Any, n_batches: int, env: DistEnv,
         nats += torch.as_tensor(out.nats_sum, dtype=torch.float64, device=device)
         n_bytes += int(batch["n_bytes"])
         sharded = bool(batch.get("sharded"))
-    if n_bytes and sharded:  # each rank counted its own rows
+    if sharded:  # each rank counted its own rows (every rank reduces, even with 0 bytes)
         n_bytes = int(all_reduce_sum(torch.tensor(n_bytes, dtype=torch.int64, device=device), env))
     all_reduce_sum(nats, env)
     model.train(was_training)
