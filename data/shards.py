@@ -229,7 +229,7 @@ class PreparedSplit:
         return self._maps[k]
 
     def read(self, a: int, b: int) -> np.ndarray:
-        """stream[a:b] as int64 (clipped to the stream's end)."""
+        """stream[a:b] as int32 (clipped to the stream's end)."""
         b = min(b, self.stream_len)
         parts = []
         k = int(np.searchsorted(self.starts, a, side="right")) - 1
@@ -242,7 +242,7 @@ class PreparedSplit:
             d_a = int(np.searchsorted(bos, lo, side="left"))
             d_b = int(np.searchsorted(bos, hi, side="left"))
             t0 = lo - d_a
-            slab = np.asarray(toks[t0 : t0 + (hi - lo) - (d_b - d_a)], dtype=np.int64)
+            slab = toks[t0 : t0 + (hi - lo) - (d_b - d_a)].astype(np.int32)
             if d_b > d_a:  # insert BOS before the tokens of each document starting here
                 marks = np.asarray(bos[d_a:d_b], dtype=np.int64) - lo
                 slab = np.insert(slab, marks - np.arange(d_b - d_a), self.bos_id)
@@ -251,7 +251,7 @@ class PreparedSplit:
             k += 1
         if len(parts) == 1:
             return parts[0]
-        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int32)
 
     def documents(self) -> Iterator[np.ndarray]:
         """Token ids of each document, in prepared order (a view into the memmap)."""
