@@ -14,7 +14,7 @@ from hnetbench import __version__
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "data": ("hnetbench.data.commands", "corpora and tokenizers: build, stats"),
+    "data": ("hnetbench.data.commands", "corpora and tokenizers: build, stats, prepare, verify"),
     "models": ("hnetbench.models.commands", "list model presets with parameters and FLOPs/byte"),
     "flops": ("hnetbench.flops_command", "analytic FLOPs per byte of a preset or config"),
     "train": ("hnetbench.train.commands", "train one model from a config (resumable)"),

@@ -18,12 +18,21 @@ __all__ = [
     "get_tokenizer",
     "list_domains",
     "load_documents",
+    "prepared_documents",
     "split_of",
 ]
 
 
-def build_loader(data_cfg, split: str, seed: int = 0, tokenizer=None):
+def build_loader(data_cfg, split: str, seed: int = 0, tokenizer=None, rank: int = 0,
+                 world_size: int = 1):
     """Packed batches of `split` (see loader.PackedLoader); imported lazily (needs torch)."""
     from hnetbench.data.loader import build_loader as _build
 
-    return _build(data_cfg, split, seed, tokenizer)
+    return _build(data_cfg, split, seed, tokenizer, rank, world_size)
+
+
+def prepared_documents(data_cfg, split: str, tokenizer=None):
+    """Documents of `split` read back from the prepared shards (lazily; see loader)."""
+    from hnetbench.data.loader import prepared_documents as _docs
+
+    return _docs(data_cfg, split, tokenizer)

@@ -1,4 +1,4 @@
-"""`hnetbench data`: corpus statistics and the corpus rebuild."""
+"""`hnetbench data`: corpus statistics, the corpus rebuild, and prepare/verify of shards."""
 
 from __future__ import annotations
 
@@ -47,6 +47,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--out", default=None, help="output folder (default: the package's corpora/)")
     b.add_argument("--domains", nargs="+", choices=list_domains(), default=None)
     b.add_argument("--any-version", action="store_true", help="take the current Debian versions")
+    prep_help = (
+        "stream a corpus (embedded, files, or Hugging Face) through the configured tokenizer into "
+        "memory-mapped .npy shards + manifest.json under OUT/<tokenizer>; resumes if killed"
+    )
+    p = sub.add_parser("prepare", help=prep_help, description=prep_help)
+    p.add_argument("config", nargs="?", default=None,
+                   help="a run config YAML or preset (optional: data.* overrides suffice)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="e.g. data.source=files data.path=/data/fw/*.parquet data.tokenizer=gpt2")
+    p.add_argument("--out", required=True, help="prepared folder (train with "
+                   "data.source=prepared data.path=OUT)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="tokenizer processes (default: every core)")
+    p.add_argument("--shard-tokens", type=int, default=None,
+                   help="ids per shard (default: 64 Mi)")
+    v = sub.add_parser("verify", help="check every shard's sha256 against its manifest",
+                       description="check every shard's sha256 against its manifest")
+    v.add_argument("folder", help="a prepared folder (OUT/<tokenizer>)")
 
 
 SUFFIX = "_bytes_per_token_val"
@@ -163,5 +181,48 @@ def main(args: argparse.Namespace) -> int:
         if args.any_version:
             argv.append("--any-version")
         return build_corpora.main(argv)
-    print("usage: hnetbench data {stats,build} (see hnetbench data -h)", file=sys.stderr)
+    if cmd == "prepare":
+        return _prepare(args)
+    if cmd == "verify":
+        from hnetbench.data.shards import verify
+
+        bad = verify(args.folder)
+        for line in bad:
+            print(line, file=sys.stderr)
+        print(f"{args.folder}: {'ok' if not bad else f'{len(bad)} problem(s)'}")
+        return 2 if bad else 0
+    print("usage: hnetbench data {stats,build,prepare,verify} (see hnetbench data -h)",
+          file=sys.stderr)
     return 2
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hnetbench.config import resolve
+    from hnetbench.data.prepare import DEFAULT_SHARD_TOKENS, prepare, prepare_tokenizer
+
+    overrides = list(args.overrides)
+    config = args.config
+    if config is not None and "=" in config and not Path(config).is_file():
+        overrides.insert(0, config)  # only overrides were given
+        config = None
+    if config is None:
+        run_cfg = resolve(None, overrides)
+    else:
+        from hnetbench.train.commands import resolve_run_config
+
+        run_cfg = resolve_run_config(config, overrides)
+    cfg = run_cfg.data
+    if cfg.source == "prepared":
+        print("data prepare: data.source=prepared is already prepared (name the raw source: "
+              "embedded, files or hf)", file=sys.stderr)
+        return 2
+    tok = prepare_tokenizer(cfg)
+    out = Path(args.out) / tok.name
+    man = prepare(cfg, out, workers=args.workers,
+                  shard_tokens=args.shard_tokens or DEFAULT_SHARD_TOKENS, tokenizer=tok)
+    rows = {s: {k: man["splits"][s][k] for k in ("documents", "bytes", "tokens")}
+            for s in SPLITS}
+    print(json.dumps({"out": str(out), "tokenizer": man["tokenizer"], "splits": rows}))
+    return 0

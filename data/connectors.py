@@ -15,6 +15,7 @@ import io
 import json
 import lzma
 import re
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -207,8 +208,26 @@ def _known(p: Path) -> bool:
         return False
 
 
+# what a corrupt or truncated .gz/.xz/.bz2 raises from inside the decompressor
+DECOMPRESS_ERRORS = (EOFError, OSError, lzma.LZMAError, zlib.error)
+
+
 def iter_file(path: Path, text_field: str = "text", fasta_window: int = 16384) -> Iterator[bytes]:
+    """Documents of one file; a corrupt compressed file is one DataError naming it."""
     fmt, comp = file_format(path)
+    try:
+        yield from _iter_file(path, fmt, comp, text_field, fasta_window)
+    except DECOMPRESS_ERRORS as e:
+        what = (getattr(e, "strerror", None) or str(e)).strip().splitlines()
+        what = what[0] if what else type(e).__name__
+        if comp and not isinstance(e, (FileNotFoundError, PermissionError)):
+            raise DataError(f"{path}: corrupt or truncated {comp[1:]} file ({what})") from None
+        raise DataError(f"{path}: unreadable ({what})") from None
+
+
+def _iter_file(
+    path: Path, fmt: str, comp: str | None, text_field: str, fasta_window: int
+) -> Iterator[bytes]:
     if fmt == "jsonl":
         yield from read_jsonl(path, comp, text_field)
     elif fmt == "parquet":
@@ -242,8 +261,11 @@ def read_files(
 # ----------------------------------------------------------------------------- Hugging Face
 
 
-def hf_spec(data_cfg: DataConfig) -> dict[str, Any]:
-    """load_dataset arguments for data.path (an alias, a dataset id, or `json:/files/*.jsonl`)."""
+def hf_spec(data_cfg: DataConfig, require_cap: bool = True) -> dict[str, Any]:
+    """load_dataset arguments for data.path (an alias, a dataset id, or `json:/files/*.jsonl`).
+
+    `require_cap`: a remote dataset read into memory needs data.max_bytes (`data prepare`
+    streams it to disk instead and passes False)."""
     path = data_cfg.path
     if not path:
         raise DataError(
@@ -264,7 +286,7 @@ def hf_spec(data_cfg: DataConfig) -> dict[str, Any]:
         if not files:
             raise DataError(f"data.path '{path}': expected {builder}:FILES after the builder name")
         spec.update(path=builder, data_files=files)
-    elif data_cfg.max_bytes <= 0:
+    elif require_cap and data_cfg.max_bytes <= 0:
         raise DataError(
             f"data.max_bytes: set a byte cap (> 0) to stream the Hugging Face dataset '{path}'"
         )

@@ -116,9 +116,14 @@ def corpus_documents(data_cfg: DataConfig, split: str) -> list[bytes]:
         )
     elif data_cfg.source == "hf":
         docs = connectors.hf_documents(data_cfg)
+    elif data_cfg.source == "prepared":  # its byte-level copy (data prepare data.tokenizer=bytes)
+        from hnetbench.data.loader import prepared_documents
+        from hnetbench.data.tokenizers import ByteTokenizer
+
+        return list(prepared_documents(data_cfg, split, ByteTokenizer()))
     else:
         raise DataError(
-            f"data.source: unknown source '{data_cfg.source}' (expected embedded|files|hf)"
+            f"data.source: unknown source '{data_cfg.source}' (expected embedded|files|hf|prepared)"
         )
     out = split_documents(docs, split)
     if not out:

@@ -129,7 +129,7 @@ def _load(args: argparse.Namespace):
 
 
 def _bpb(args: argparse.Namespace) -> int:
-    from hnetbench.data import build_loader, corpus_documents, load_documents
+    from hnetbench.data import build_loader, load_documents, prepared_documents
     from hnetbench.evals.bpb import evaluate_bpb
 
     model, run_cfg, tok = _load(args)
@@ -138,7 +138,7 @@ def _bpb(args: argparse.Namespace) -> int:
     if args.domain and (args.domain != run_cfg.data.domain or run_cfg.data.source != "embedded"):
         docs = load_documents(args.domain, split)
     else:
-        docs = corpus_documents(run_cfg.data, split)
+        docs = prepared_documents(run_cfg.data, split, tok)  # memmapped shards, read lazily
     max_bytes = run_cfg.eval.bpb_max_bytes if args.max_bytes is None else args.max_bytes
     seq_len = args.seq_len
     if seq_len is None:  # the training window (BPE: the loader's matched token count)

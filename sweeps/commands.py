@@ -19,6 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--dry-run", action="store_true",
                      help="print the plan (runs, FLOPs/byte, bytes, time estimate) and exit")
     run.add_argument("--retry-failed", action="store_true", help="rerun runs that failed")
+    run.add_argument("--check", action="store_true",
+                     help="preflight: report (one line each) what would fail inside a job "
+                          "(data not prepared or too small, tokenizer file, Slurm options); "
+                          "exit 2 on any problem. Runs by itself before any Slurm submission")
     run.add_argument("--results", default="results", help="results root (default: results)")
     for name, text in (("status", "show the state of every run of a sweep"),
                        ("cancel", "cancel submitted jobs and mark unfinished runs cancelled")):
@@ -33,7 +37,8 @@ def main(args: argparse.Namespace) -> int:
     if args.sweep_command == "run":
         return runner.run_sweep(args.spec, executor=args.executor, max_parallel=args.max_parallel,
                                 dry_run=args.dry_run, retry_failed=args.retry_failed,
-                                results=args.results, log=lambda s: print(s, flush=True))
+                                results=args.results, log=lambda s: print(s, flush=True),
+                                check=args.check)
     if args.sweep_command == "status":
         runner.sweep_status(args.spec, results=args.results)
         return 0

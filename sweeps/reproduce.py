@@ -68,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run this sweep spec through the pipeline instead of the preset's "
                              "(e.g. a copy from --write-spec with smaller budgets)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    parser.add_argument("--check", action="store_true",
+                        help="preflight every run (data prepared and large enough, tokenizer "
+                             "files, Slurm options), one line per problem; exit 2 on any")
     parser.add_argument("--write-spec", default=None, metavar="PATH",
                         help="copy the preset's sweep spec to PATH (to edit, then `hnetbench "
                              "sweep run PATH --executor slurm`)")
@@ -88,6 +91,9 @@ def main(args: argparse.Namespace) -> int:
         shutil.copyfile(spec, dest)
         print(f"wrote {dest}")
         return 0
+    if args.check:
+        executor = args.executor or ("local" if runs_here else "slurm")
+        return runner.run_sweep(spec, executor=executor, results=args.results, check=True)
     if args.dry_run or (not runs_here and args.executor is None):
         if not runs_here:
             print(f"{args.preset} needs GPUs and the paper's data; its plan (edit a copy made "

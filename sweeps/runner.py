@@ -184,7 +184,7 @@ def write_plan(spec: SweepSpec, runs: list[PlannedRun], rows: list[dict[str, Any
 
 def run_sweep(spec_path: str | Path, executor: str = "local", max_parallel: int = 1,
               dry_run: bool = False, retry_failed: bool = False, results: str | Path = "results",
-              log: Log = print) -> int:
+              log: Log = print, check: bool = False) -> int:
     spec = load_spec(spec_path)
     run_fn = get_executor(executor)
     runs = expand(spec)
@@ -192,6 +192,12 @@ def run_sweep(spec_path: str | Path, executor: str = "local", max_parallel: int 
     if dry_run:
         log(format_plan(spec, rows, executor))
         return 0
+    if check or executor == "slurm":  # preflight: always before a Slurm submission
+        from hnetbench.sweeps.check import check_sweep
+
+        rc = check_sweep(spec, runs, rows, executor, log)
+        if check or rc:
+            return rc
     check_available(executor)
     sweep_dir = Path(results) / spec.name
     write_plan(spec, runs, rows, sweep_dir)

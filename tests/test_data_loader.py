@@ -1,8 +1,9 @@
-"""Packing loader: exact epoch coverage, exact resume, BPE byte matching, batch contents."""
+"""The memmap loader: exact epoch coverage, exact resume, ranks, BPE byte matching, batches."""
 
 from __future__ import annotations
 
 import itertools
+import json
 from collections import Counter
 
 import numpy as np
@@ -31,18 +32,27 @@ def _same(a: dict, b: dict) -> bool:
     )
 
 
-@pytest.mark.parametrize("domain,tokenizer", [("code", "bytes"), ("zh", "bpe")])
-def test_one_epoch_covers_every_training_byte_exactly_once(domain, tokenizer):
-    cfg = _cfg(domain, tokenizer, seq_len=2048, batch_size=16)
-    loader = build_loader(cfg, "train", seed=3)
-    tok = loader.tokenizer
-    docs = load_documents(domain, "train")
-    T, B = loader.seq_len_tokens, loader.batch_size
+def _stream(tok, docs) -> np.ndarray:
+    """The split's stream as the loader defines it: [BOS] doc [BOS] doc ... in prepared order."""
+    return np.concatenate([np.array([tok.bos_id] + tok.encode(d)) for d in docs]).astype(np.int64)
 
-    # the epoch's stream is exactly [BOS] + doc for every training document, in some order
-    stream, windows = loader.epoch_layout(0)
-    pieces = np.split(stream, np.flatnonzero(stream == tok.bos_id))[1:]
-    assert sorted(tok.decode(p[1:].tolist()) for p in pieces) == sorted(docs)
+
+@pytest.mark.parametrize(
+    "domain,tokenizer,split", [("code", "bytes", "train"), ("zh", "bpe", "train"),
+                               ("code", "bytes", "val")]
+)
+def test_one_epoch_covers_every_window_exactly_once(domain, tokenizer, split):
+    cfg = _cfg(domain, tokenizer, seq_len=2048, batch_size=16)
+    loader = build_loader(cfg, split, seed=3)
+    tok = loader.tokenizer
+    docs = load_documents(domain, split)  # prepared order = the corpus file's order
+    T, B = loader.seq_len_tokens, loader.batch_size
+    stream = _stream(tok, docs)
+    assert loader.data.stream_len == len(stream)
+    # train: only full windows (never padding); val/test: every position, the last window short
+    full = (len(stream) - 1) // T
+    assert loader.n_windows == (full if split == "train" else -(-(len(stream) - 1) // T))
+    windows = loader.permutation(0)
     assert sorted(windows.tolist()) == list(range(loader.n_windows))
 
     covered = np.zeros(len(stream), dtype=np.int64)
@@ -71,11 +81,12 @@ def test_one_epoch_covers_every_training_byte_exactly_once(domain, tokenizer):
         assert batch["n_bytes"] == int(lengths[batch["targets"][valid]].sum())
         total_bytes += batch["n_bytes"]
     assert i + 1 == loader.batches_per_epoch == len(loader)
-    assert covered[0] == 0 and (covered[1:] == 1).all()  # every position after the first, once
-    assert total_bytes == sum(map(len, docs)) == loader.n_bytes_total
-    # independent of the layout: the scored targets are exactly the tokens of the documents
-    want = Counter(t for ids in tok.encode_batch(docs) for t in ids)
-    assert scored.tolist() == [want.get(i, 0) for i in range(tok.vocab_size)]
+    end = full * T + 1 if split == "train" else len(stream)
+    assert covered[0] == 0 and (covered[1:end] == 1).all() and (covered[end:] == 0).all()
+    if split != "train":  # every byte of the split, once
+        assert total_bytes == sum(map(len, docs)) == loader.n_bytes_total
+        want = Counter(t for ids in tok.encode_batch(docs) for t in ids)
+        assert scored.tolist() == [want.get(i, 0) for i in range(tok.vocab_size)]
 
 
 def test_batch_fields_bos_and_doc_start():
@@ -106,20 +117,25 @@ def test_resume_is_exact_mid_epoch_and_across_epochs():
     got = list(itertools.islice(b, 6))
     assert all(_same(x, y) for x, y in zip(expect, got))
 
-    # across the epoch boundary: the next epoch is reshuffled, and resume still matches
-    near_end = {**state, "epoch": 0, "batch": a.batches_per_epoch - 2}
+    # across the epoch boundary: the batch that straddles it takes the rest of epoch 0 and the
+    # start of epoch 1 (reshuffled); no row is padding; resume still matches
+    n, B = a.n_windows, a.batch_size
+    assert n % B, "pick seq_len so that the epoch boundary falls inside a batch"
+    k = n // B  # the straddling batch
     c = build_loader(cfg, "train", seed=7)
-    c.load_state_dict(near_end)
-    run = list(itertools.islice(c, 4))
-    assert c.state_dict()["epoch"] == 1 and c.state_dict()["batch"] == 2
-    assert _same(run[2], next(b.iter_epoch(1)))
-    assert not _same(next(b.iter_epoch(0)), next(b.iter_epoch(1)))
+    c.load_state_dict({**state, "batch": k - 1})
+    run = list(itertools.islice(c, 3))
+    assert c.state_dict()["batch"] == k + 2 and c.state_dict()["epoch"] == 1
+    want_w = np.concatenate([c.permutation(0)[k * B :], c.permutation(1)[: B - n % B]])
+    assert _same(run[1], c.make_batch(want_w))
+    assert (run[1]["targets"] != IGNORE).sum() == run[1]["n_bytes"] > 0.9 * B * a.seq_len_tokens
+    assert not np.array_equal(c.permutation(0), c.permutation(1))
     d = build_loader(cfg, "train", seed=7)
-    d.load_state_dict({**near_end, "epoch": 1, "batch": 1})
-    assert _same(next(iter(d)), run[3])
+    d.load_state_dict({**state, "batch": k + 1})
+    assert _same(next(iter(d)), run[2])
     # a different seed gives a different order
     e = build_loader(cfg, "train", seed=8)
-    assert not _same(next(e.iter_epoch(0)), next(b.iter_epoch(0)))
+    assert not _same(next(iter(e)), next(iter(build_loader(cfg, "train", seed=7))))
 
 
 def test_state_from_another_setup_is_refused():
@@ -127,10 +143,35 @@ def test_state_from_another_setup_is_refused():
     b = build_loader(_cfg("dna", seq_len=128), "train", seed=0)
     with pytest.raises(DataError, match="different corpus/tokenizer"):
         b.load_state_dict(a.state_dict())
-    with pytest.raises(DataError, match="expected keys epoch, batch, fingerprint"):
+    with pytest.raises(DataError, match="expected keys batch, fingerprint"):
         b.load_state_dict({"epoch": 0})
+    v = build_loader(_cfg("dna", seq_len=256), "val", seed=0)
     with pytest.raises(DataError, match="out of range"):
-        b.load_state_dict({**b.state_dict(), "batch": 10**9})
+        v.load_state_dict({**v.state_dict(), "batch": 10**9})
+
+
+def test_ranks_read_disjoint_windows_that_make_up_the_global_batch():
+    cfg = _cfg("code", seq_len=128, batch_size=8)
+    whole = list(itertools.islice(build_loader(cfg, "train", seed=1), 3))
+    parts = [list(itertools.islice(build_loader(cfg, "train", 1, None, r, 4), 3)) for r in range(4)]
+    for i, g in enumerate(whole):
+        rows = [p[i] for p in parts]
+        assert all(r["sharded"] and r["input_ids"].shape == (2, 128) for r in rows)
+        for key in ("input_ids", "targets", "doc_start"):
+            assert torch.equal(torch.cat([r[key] for r in rows]), g[key])
+        assert sum(r["n_bytes"] for r in rows) == g["n_bytes"]
+    with pytest.raises(DataError, match="multiple of the world size 3"):
+        build_loader(cfg, "train", 1, None, 0, 3)
+
+
+def test_a_batch_larger_than_the_training_data_is_refused(tmp_path):
+    # 40 short documents: fewer windows than one batch of 64 x 128 (it used to train on padding)
+    p = tmp_path / "small.jsonl"
+    docs = [f"document {i} " * 8 for i in range(40)]
+    p.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    cfg = _cfg("en", source="files", path=str(p), seq_len=128, batch_size=64)
+    with pytest.raises(DataError, match=r"windows of 128 tokens, fewer than one batch of 64"):
+        build_loader(cfg, "train")
 
 
 def test_val_loader_is_one_repeatable_epoch():
@@ -149,8 +190,8 @@ def test_bpe_bytes_per_batch_match_byte_models_within_2_percent(domain):
     assert byte.seq_len_tokens == 512 and byte.bytes_per_token == 1.0
     assert bpe.seq_len_tokens < 512 and bpe.bytes_per_token > 2.0
 
-    def mean_bytes(loader):  # full batches of one epoch (the last one is padded)
-        nb = [b["n_bytes"] for b in loader.iter_epoch(0)][:-1]
+    def mean_bytes(loader):  # about one epoch of training batches (never padded)
+        nb = [b["n_bytes"] for b in itertools.islice(loader, len(loader) - 1)]
         return sum(nb) / len(nb)
 
     ratio = mean_bytes(bpe) / mean_bytes(byte)

@@ -258,12 +258,14 @@ def test_slurm_submission_and_cancel(tmp_path):
     slurm = {"partition": "gpu", "account": "myproj", "qos": "high", "nodes": 1,
              "gpus_per_node": 4, "cpus_per_task": 12, "mem_gb": 200, "time_min": 600,
              "array_parallelism": 8, "setup": ["module load cuda"]}
-    p = write_spec(tmp_path / "s.yaml", "slurmy", axes={"grid": {"train.seed": [0, 1, 2]}},
-                   slurm=slurm)
+    base = {**TINY, "data": {**TINY["data"], "batch_size": 4}}  # divides over the 4 ranks
+    p = write_spec(tmp_path / "s.yaml", "slurmy", base=base,
+                   axes={"grid": {"train.seed": [0, 1, 2]}}, slurm=slurm)
     env = {**ENV, "PATH": f"{bin_dir}:{ENV['PATH']}"}
     res = subprocess.run([sys.executable, "-m", "hnetbench", "sweep", "run", str(p), "--executor",
                           "slurm"], cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "check: slurmy: 3 runs, no problems found" in res.stdout  # preflight ran first
     script = next(tmp_path.glob("sbatch.*.sh")).read_text()
     for line in ("#SBATCH --partition=gpu", "#SBATCH --account=myproj", "#SBATCH --qos=high",
                  "#SBATCH --array=0-2%3", "#SBATCH --gpus-per-node=4",

@@ -2,9 +2,10 @@
 accumulation, data parallelism, metrics, checkpoints and exact resume.
 
 Batching: `data.batch_size` sequences per loader batch; an optimizer step consumes
-`train.grad_accum` loader batches. Under data parallelism every rank reads the same global batch
-and keeps its own rows (rank r of W takes rows [r*B/W, (r+1)*B/W)), so a run's trajectory does
-not depend on the number of processes, and the loader state is the same on every rank.
+`train.grad_accum` loader batches. Under data parallelism rank r of W gets rows
+[r*B/W, (r+1)*B/W) of each global batch (the loader reads only those windows), so a run's
+trajectory does not depend on the number of processes, and the loader state is the same on
+every rank.
 
 Loss weighting: each micro-batch shard backpropagates `nats_shard / N + ratio_shard / (A * W)`,
 where N counts the scored targets of the whole optimizer step (known to every rank), A is
@@ -97,6 +98,8 @@ def shard(batch: dict, env: DistEnv, device: torch.device) -> tuple[torch.Tensor
     """This rank's rows of (input_ids, targets, doc_start)."""
     per = batch["input_ids"].shape[0] // env.world_size
     rows = slice(env.rank * per, (env.rank + 1) * per)
+    if batch.get("sharded"):  # the loader already read only this rank's windows
+        rows = slice(None)
     nb = device.type == "cuda"
     keys = ("input_ids", "targets", "doc_start")
     return tuple(batch[k][rows].to(device, non_blocking=nb) for k in keys)
@@ -118,7 +121,7 @@ def evaluate(model: torch.nn.Module, loader: Any, n_batches: int, env: DistEnv,
     was_training = model.training
     model.eval()
     nats = torch.zeros((), dtype=torch.float64, device=device)
-    n_bytes = 0
+    n_bytes, sharded = 0, False
     batches = loader.iter_epoch(0) if hasattr(loader, "iter_epoch") else iter(loader)
     for i, batch in enumerate(batches):
         if i >= n_batches:
@@ -128,6 +131,9 @@ def evaluate(model: torch.nn.Module, loader: Any, n_batches: int, env: DistEnv,
             out = model(ids, targets=tgt, doc_start=ds)
         nats += torch.as_tensor(out.nats_sum, dtype=torch.float64, device=device)
         n_bytes += int(batch["n_bytes"])
+        sharded = bool(batch.get("sharded"))
+    if sharded:  # each rank counted its own rows (every rank reduces, even with 0 bytes)
+        n_bytes = int(all_reduce_sum(torch.tensor(n_bytes, dtype=torch.int64, device=device), env))
     all_reduce_sum(nats, env)
     model.train(was_training)
     return float(nats) / LN2 / n_bytes if n_bytes else None
@@ -222,14 +228,16 @@ class Trainer:
             kwargs["fused"] = True
         self.opt = torch.optim.AdamW(groups, **kwargs)
         self.fwd = self.model  # train.compile compiles its blocks in place (after _build)
-        self.loader = build_loader(self.dc, "train", tc.seed)
+        world = (self.env.rank, self.env.world_size)  # each rank reads its own windows
+        self.loader = build_loader(self.dc, "train", tc.seed, None, *world)
         n_ids = self.loader.tokenizer.vocab_size
         if self.cfg.model.vocab_size < n_ids:  # an id past the embedding would crash deep in torch
             raise ConfigError(
                 f"model.vocab_size {self.cfg.model.vocab_size} is smaller than the "
                 f"{self.loader.tokenizer.name} tokenizer's {n_ids} ids")
 
-        self.val_loader = build_loader(self.dc, "val", tc.seed) if tc.eval_batches > 0 else None
+        self.val_loader = (build_loader(self.dc, "val", tc.seed, self.loader.tokenizer, *world)
+                           if tc.eval_batches > 0 else None)
         bytes_per_token = float(getattr(self.loader, "bytes_per_token", 1.0))
         self.fwd_fpb = plan.forward_flops_per_byte(self.cfg, bytes_per_token)
         self.total_steps = plan.plan_steps(self.cfg, self.fwd_fpb)
@@ -280,8 +288,12 @@ class Trainer:
         for g in self.opt.param_groups:
             g["lr"] = tc.lr * g["lr_mult"] * factor
         micro = [batches.next() for _ in range(tc.grad_accum)]
-        n_targets = max(1, sum(int((b["targets"] != -100).sum()) for b in micro))
+        n_targets = sum(int((b["targets"] != -100).sum()) for b in micro)
         step_bytes = sum(int(b["n_bytes"]) for b in micro)
+        if micro[0].get("sharded"):  # rank-local batches: the step's totals over all ranks
+            counts = torch.tensor([n_targets, step_bytes], dtype=torch.int64, device=device)
+            n_targets, step_bytes = (int(x) for x in all_reduce_sum(counts, env).tolist())
+        n_targets = max(1, n_targets)
         share = 1.0 / (tc.grad_accum * env.world_size)
         acc = torch.zeros(3, dtype=torch.float64, device=device)  # nats, ratio part, ratio loss
         stats: dict[str, float] = {}
