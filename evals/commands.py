@@ -42,15 +42,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--stride", type=int, default=None,
                    help="targets per window step (default: seq_len // 2)")
 
+    def tasks_args(p: argparse.ArgumentParser, what: str) -> None:
+        p.add_argument("--tasks", required=True,
+                       help=f"comma-separated {what}: names (tasks, groups, tags) or task YAML "
+                       "paths; an unknown one is an error (exit 2) before the model loads")
+        p.add_argument("--include-path", action="append", default=[], metavar="DIR",
+                       help="directory of your own lm-eval task YAMLs, groups included "
+                       "(repeatable)")
+
     p = sub.add_parser("lm", help="lm-eval tasks (lm-eval's names or hnetbench's offline tasks)")
     common(p)
-    p.add_argument("--tasks", required=True, help="comma-separated task names")
+    tasks_args(p, "tasks")
     p.add_argument("--limit", type=float, default=None, help="items per task (testing)")
     p.add_argument("--max-length", type=int, default=None, help="context limit in model tokens")
 
     p = sub.add_parser("robustness", help="Table-3 perturbations on multiple-choice tasks")
     common(p)
-    p.add_argument("--tasks", required=True, help="comma-separated multiple-choice tasks")
+    tasks_args(p, "multiple-choice tasks")
     p.add_argument("--limit", type=float, default=None, help="items per task (testing)")
     p.add_argument("--perturbations", default="antspeak,drop,randomcase,repeat,uppercase")
     p.add_argument("--metric", default="acc", choices=["acc", "acc_norm"],
@@ -179,17 +187,23 @@ def _limit(x: float | None) -> int | float | None:
 
 
 def _lm(args: argparse.Namespace) -> int:
-    from hnetbench.evals.harness import load_tasks, run_tasks
+    from hnetbench.evals.harness import load_specs, run_tasks
+    from hnetbench.evals.intervals import format_acc
 
     names = _tasks(args.tasks)
+    tm, specs, _ = load_specs(names, args.include_path)  # unknown names fail before the model
+    if not specs:
+        return 1
     lm, _ = _lm_from(args)
-    tasks = load_tasks(names)
-    results = run_tasks(lm, tasks, limit=_limit(args.limit))
-    for name, metrics in results.items():
-        print(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())))
+    results = run_tasks(lm, specs, limit=_limit(args.limit), tm=tm)
+    for name, m in results.items():
+        accs = [f"{k} {format_acc(m[k], m.get('n'))}" for k in ("acc", "acc_norm") if k in m]
+        rest = [f"{k} {v:.4f}" for k, v in sorted(m.items())
+                if isinstance(v, float) and k not in ("acc", "acc_norm")]
+        print(f"{name}: " + ", ".join(accs + rest))
     if results:
         _save(args, {"tasks": results})
-    return 0 if results or not names else 1
+    return 0 if results else 1
 
 
 def _robustness(args: argparse.Namespace) -> int:
@@ -205,8 +219,10 @@ def _robustness(args: argparse.Namespace) -> int:
         )
     cfg = PerturbConfig.from_overrides(args.perturb_opt)
     names = _tasks(args.tasks)
+    tasks = load_tasks(names, include_paths=args.include_path)  # unknown names fail first
+    if not tasks:
+        return 1
     lm, run_cfg = _lm_from(args)
-    tasks = load_tasks(names)
     res = run_robustness(lm, tasks, perts, cfg, limit=_limit(args.limit), metric=args.metric,
                          context=args.only != "choices", choices=args.only != "context")
     csv_text, md = table(res, perts, label=args.label or run_cfg.name)
