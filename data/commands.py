@@ -7,7 +7,7 @@ import json
 import sys
 
 from hnetbench.config import DataConfig
-from hnetbench.data.corpus import SPLITS, all_documents, list_domains, split_of
+from hnetbench.data.corpus import SPLITS, all_documents, list_domains, load_documents
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,21 +38,30 @@ def domain_stats(domain: str, bpe_vocab_size: int | None) -> dict:
 
     docs = all_documents(domain)
     row: dict = {"domain": domain, "documents": len(docs), "bytes": sum(map(len, docs))}
-    for s in SPLITS:
-        row[f"{s}_documents"] = 0
-        row[f"{s}_bytes"] = 0
-    for d in docs:
-        s = split_of(d)
-        row[f"{s}_documents"] += 1
-        row[f"{s}_bytes"] += len(d)
+    for s in SPLITS:  # split units (corpus.units_of), the test split decontaminated
+        units = load_documents(domain, s)
+        row[f"{s}_documents"] = len(units)
+        row[f"{s}_bytes"] = sum(map(len, units))
+    row.update(_overlap_columns(domain))
     if bpe_vocab_size:
         tok = get_tokenizer(
             DataConfig(domain=domain, tokenizer="bpe", bpe_vocab_size=bpe_vocab_size)
         )
-        val = [d for d in docs if split_of(d) == "val"]
+        val = load_documents(domain, "val")
         row["bpe_vocab_size"] = bpe_vocab_size
         row["bpe_bytes_per_token_val"] = round(bytes_per_token(tok, val), 4)
     return row
+
+
+def _overlap_columns(domain: str) -> dict:
+    """Decontamination: share of the test split's n-grams (13 words; DNA 32 bases) that occur in
+    the train split, before and after removing them (data/corpus.py)."""
+    from hnetbench.data.corpus import decontamination_overlap
+
+    o = decontamination_overlap(domain)
+    return {"test_ngram": f"{o['n']}-{o['unit']}",
+            "test_overlap_before": round(o["overlap_before"], 6),
+            "test_overlap": round(o["overlap_after"], 6)}
 
 
 def _table(rows: list[dict]) -> str:
@@ -61,6 +70,8 @@ def _table(rows: list[dict]) -> str:
     ]
     if rows and "bpe_bytes_per_token_val" in rows[0]:
         cols.append("bpe_bytes_per_token_val")
+    if rows and "test_overlap" in rows[0]:
+        cols += ["test_ngram", "test_overlap_before", "test_overlap"]
     cells = [[str(r[c]) for c in cols] for r in rows]
     widths = [max(len(c), *(len(x[i]) for x in cells)) for i, c in enumerate(cols)]
     lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths))]
