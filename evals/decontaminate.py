@@ -1,9 +1,9 @@
 """N-gram overlap between evaluation text and the training split (decontamination).
 
 The field's method (GPT-3 App. C; lm-eval's `decontamination/`): an evaluation item is
-contaminated if any of its n-grams (n = 13 words) also occurs in the training data. Words are
-runs of letters/digits/underscore, each other non-space character is a word of its own, and each
-CJK character is a word (Chinese has no spaces); text is lower-cased first. DNA has no words at
+contaminated if any of its n-grams (n = 13 words) also occurs in the training data. As in
+lm-eval's janitor, text is lower-cased and punctuation is ignored: words are runs of letters,
+marks, digits and underscores, and each CJK character is a word (Chinese has no spaces). DNA has no words at
 all: its units are bases, and 13 bases repeat by chance in a 4 Mbp genome, so DNA uses 32-grams
 of bases (4^32 >> genome size: a shared 32-mer is a copy, not a coincidence).
 
@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import regex
 
-WORD = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]|[\p{L}\p{N}\p{M}_]+|[^\s]")
+WORD = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}]|[\p{L}\p{N}\p{M}_]+")
 SETTINGS = {"dna": ("char", 32)}  # domain -> (unit, n); every other domain: ("word", 13)
 DEFAULT = ("word", 13)
 _P = np.uint64(0x100000001B3)
