@@ -60,7 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     common(p)
     tasks_args(p, "multiple-choice tasks")
     p.add_argument("--limit", type=float, default=None, help="items per task (testing)")
-    p.add_argument("--perturbations", default="antspeak,drop,randomcase,repeat,uppercase")
+    p.add_argument("--perturbations", default="antspeak,drop,randomcase,repeat,uppercase",
+                   help="comma-separated; also randomcase_blt (BLT's RandomCase: the other "
+                   "characters lower-cased); see docs/EVALS.md")
     p.add_argument("--metric", default="acc", choices=["acc", "acc_norm"],
                    help="accuracy measure (default acc, as Table 3)")
     p.add_argument("--perturb-opt", action="append", default=[], metavar="KEY=VALUE",
@@ -197,7 +199,8 @@ def _lm(args: argparse.Namespace) -> int:
     lm, _ = _lm_from(args)
     results = run_tasks(lm, specs, limit=_limit(args.limit), tm=tm)
     for name, m in results.items():
-        accs = [f"{k} {format_acc(m[k], m.get('n'))}" for k in ("acc", "acc_norm") if k in m]
+        n = (m.get("ci95") or {}).get("n")
+        accs = [f"{k} {format_acc(m[k], n)}" for k in ("acc", "acc_norm") if k in m]
         rest = [f"{k} {v:.4f}" for k, v in sorted(m.items())
                 if isinstance(v, float) and k not in ("acc", "acc_norm")]
         print(f"{name}: " + ", ".join(accs + rest))
@@ -208,14 +211,14 @@ def _lm(args: argparse.Namespace) -> int:
 
 def _robustness(args: argparse.Namespace) -> int:
     from hnetbench.evals.harness import load_tasks
-    from hnetbench.evals.perturb import PERTURBATIONS, PerturbConfig
+    from hnetbench.evals.perturb import ALL_PERTURBATIONS, PerturbConfig
     from hnetbench.evals.robustness import run_robustness, table
 
     perts = [p.strip() for p in args.perturbations.split(",") if p.strip()]
-    bad = [p for p in perts if p not in PERTURBATIONS]
+    bad = [p for p in perts if p not in ALL_PERTURBATIONS]
     if bad:
         raise ValueError(
-            f"--perturbations: unknown '{bad[0]}' (expected {', '.join(PERTURBATIONS)})"
+            f"--perturbations: unknown '{bad[0]}' (expected {', '.join(ALL_PERTURBATIONS)})"
         )
     cfg = PerturbConfig.from_overrides(args.perturb_opt)
     names = _tasks(args.tasks)
@@ -236,8 +239,9 @@ def _robustness(args: argparse.Namespace) -> int:
                           md + "\nsettings: `" + json.dumps(meta, sort_keys=True) + "`\n")
         print(f"wrote {out / 'robustness.csv'} and {out / 'robustness.md'}")
     if res:
-        keep = ("clean", *perts, "score")
-        _save(args, {"robustness": {t: {k: r.get(k) for k in keep} for t, r in res.items()}})
+        keep = ("clean", *perts, "avg", "score", "chance", "ci95", "na", "changed")
+        _save(args, {"robustness": {t: {k: r.get(k) for k in keep if k in r}
+                                    for t, r in res.items()}})
     return 0 if res else 1
 
 

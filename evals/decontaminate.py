@@ -3,9 +3,9 @@
 The field's method (GPT-3 App. C; lm-eval's `decontamination/`): an evaluation item is
 contaminated if any of its n-grams (n = 13 words) also occurs in the training data. As in
 lm-eval's janitor, text is lower-cased and punctuation is ignored: words are runs of letters,
-marks, digits and underscores, and each CJK character is a word (Chinese has no spaces). DNA has no words at
-all: its units are bases, and 13 bases repeat by chance in a 4 Mbp genome, so DNA uses 32-grams
-of bases (4^32 >> genome size: a shared 32-mer is a copy, not a coincidence).
+marks, digits and underscores, and each CJK character is a word (Chinese has no spaces).
+DNA has no words at all: its units are bases, and 13 bases repeat by chance in a 4 Mbp genome,
+so DNA uses 32-grams of bases (4^32 >> genome size: a shared 32-mer is a copy, not chance).
 
 N-grams are hashed to 64 bits (polynomial rolling hash over token ids) and kept in sorted numpy
 arrays, so the train split of a corpus costs 8 bytes per n-gram.

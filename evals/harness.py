@@ -155,11 +155,12 @@ def _rows(res: dict) -> dict[str, dict[str, Any]]:
             if metric in MAIN_METRICS and isinstance(value, (int, float)):
                 row[metric] = float(value)
         n = (n_samples.get(name) or {}).get("effective")
-        if row and n:
-            row["n"] = int(n)
+        if row and n:  # nested, so readers that take every number as a metric are unaffected
+            ci: dict[str, Any] = {"n": int(n), "method": "normal approximation"}
             for m in ("acc", "acc_norm", "acc_bytes", "exact_match"):
                 if m in row:
-                    row[f"{m}_ci95"] = list(accuracy_interval(row[m], int(n)))
+                    ci[m] = list(accuracy_interval(row[m], int(n)))
+            row["ci95"] = ci
         if row:
             out[name] = row
     return out
@@ -167,7 +168,7 @@ def _rows(res: dict) -> dict[str, dict[str, Any]]:
 
 def run_tasks(lm, tasks: dict[str, Any] | list[str], limit: int | float | None = None,
               batch_size: int | None = None, tm=None) -> dict[str, dict[str, Any]]:
-    """Evaluate zero-shot; returns {task: {metric: value, "n": items, "<m>_ci95": [lo, hi]}}.
+    """Evaluate zero-shot; returns {task: {metric: value, "ci95": {"n": items, m: [lo, hi]}}}.
 
     `tasks`: loaded Task objects by name, or specs (names, YAML paths, groups) known to `tm`
     (then group aggregates are reported too). The interval is the normal approximation over
