@@ -67,6 +67,8 @@ class HNetBenchLM(LM):
         if model is None or tokenizer is None:
             raise ValueError("hnetbench LM: give checkpoint=PATH or both model and tokenizer")
         check_vocab(model, tokenizer)
+        if device and device.startswith("cuda") and not torch.cuda.is_available():
+            device = None  # lm-eval's CLI defaults to cuda; like its HF model, fall back to CPU
         if device and device != "auto":
             model = model.to(device)
         self.model = model.eval()
