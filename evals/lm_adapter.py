@@ -101,19 +101,26 @@ class HNetBenchLM(LM):
 
     # ------------------------------------------------------------------ lm-eval API
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
-        seqs, tails = [], []
-        for req in requests:
+        seqs, tails, todo = [], [], []
+        for i, req in enumerate(requests):
             context, continuation = req.args[0], req.args[1]
+            if not continuation:  # the empty string: probability 1, nothing to score
+                continue
             ctx, cont = self._pair(context, continuation)
-            if not cont:
-                raise ValueError(f"hnetbench LM: empty continuation for context {context[-40:]!r}")
             cont = cont[-self.max_length :]
             seqs.append((ctx + cont)[-(self.max_length + 1) :])
             tails.append(len(cont))
-        scored = score_tails(self.model, seqs, tails, 0, self.tok.bos_id,
-                             self.batch_size)
+            todo.append(i)
+        scored = dict(zip(todo, score_tails(self.model, seqs, tails, 0, self.tok.bos_id,
+                                            self.batch_size))) if seqs else {}
         out = []
-        for req, (nats, hit) in zip(requests, scored):
+        for i, req in enumerate(requests):
+            if i not in scored:
+                res = (0.0, True)
+                out.append(res)
+                self.cache_hook.add_partial("loglikelihood", req.args, res)
+                continue
+            nats, hit = scored[i]
             res = (-float(nats.sum()), bool(hit.all()))
             self.cache_hook.add_partial("loglikelihood", req.args, res)
             out.append(res)

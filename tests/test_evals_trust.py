@@ -324,6 +324,13 @@ def test_bpe_scoring_splits_the_joint_encoding_at_the_first_byte(bpe_tok):
         assert len(ctx_bytes) <= seam < len(ctx_bytes) + len(bpe_tok.token_bytes(k[0]))
         (ll, _), = lm.loglikelihood([Instance("loglikelihood", {}, (ctx, cont), 0)])
         assert ll == pytest.approx(-len(k) * math.log(bpe_tok.vocab_size))
+    # the empty string: log 1 = 0, greedy; empty context: scored after BOS alone
+    res = lm.loglikelihood([Instance("loglikelihood", {}, ("abc", ""), 0),
+                            Instance("loglikelihood", {}, ("", ""), 0),
+                            Instance("loglikelihood", {}, ("", "é👍🏽"), 0)])
+    assert res[:2] == [(0.0, True), (0.0, True)]
+    n = len(bpe_tok.encode("é👍🏽".encode()))
+    assert res[2][0] == pytest.approx(-n * math.log(bpe_tok.vocab_size))
     with pytest.raises(ValueError, match="unknown model_args bogus"):
         HNetBenchLM(model=Uniform(bpe_tok.vocab_size), tokenizer=bpe_tok, bogus=1)
 
