@@ -58,6 +58,7 @@ UNIT_BYTES = 4096
 DECON_MARGIN = 200
 MIN_PIECE = 256
 MAX_CUTS = 10
+DECON_MAX_TRAIN_BYTES = 512 * 2**20  # beyond this the in-memory n-gram index is not built
 
 
 def _cut_at(doc: bytes, i: int) -> int:
@@ -102,6 +103,14 @@ def _decontaminate(test: list[bytes], train: list[bytes]) -> tuple[list[bytes], 
     unit, n = settings_for_texts(test[:20])
     info = {"unit": unit, "n": n, "overlap_before": 0.0, "overlap_after": 0.0}
     if not test or not train:
+        return test, info
+    if sum(map(len, train)) > DECON_MAX_TRAIN_BYTES:
+        import sys
+
+        print(f"data: test split not decontaminated (train split over "
+              f"{DECON_MAX_TRAIN_BYTES >> 20} MiB; the n-gram index would not fit in memory)",
+              file=sys.stderr)
+        info["overlap_before"] = info["overlap_after"] = None
         return test, info
     index = NgramIndex(train, unit, n)
     info["overlap_before"] = index.overlap_rate(test)
