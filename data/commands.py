@@ -59,9 +59,12 @@ def _overlap_columns(domain: str) -> dict:
     from hnetbench.data.corpus import decontamination_overlap
 
     o = decontamination_overlap(domain)
+
+    def r(x: float | None) -> float | None:
+        return None if x is None else round(x, 6)
+
     return {"test_ngram": f"{o['n']}-{o['unit']}",
-            "test_overlap_before": round(o["overlap_before"], 6),
-            "test_overlap": round(o["overlap_after"], 6)}
+            "test_overlap_before": r(o["overlap_before"]), "test_overlap": r(o["overlap_after"])}
 
 
 def _table(rows: list[dict]) -> str:
