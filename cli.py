@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("hnetbench.train.commands", "train one model from a config (resumable)"),
     "eval": ("hnetbench.evals.commands",
              "evaluate a checkpoint: bpb, lm (lm-eval tasks), robustness"),
+    "lm-eval": ("hnetbench.evals.lm_eval_cli",
+                "lm-eval's own CLI with the hnetbench model registered (all flags pass through)"),
     "viz": ("hnetbench.evals.viz_commands", "render chunk boundaries of a checkpoint on a text"),
     "generate": ("hnetbench.models.generate_command", "sample bytes from a checkpoint"),
     "sweep": ("hnetbench.sweeps.commands", "run, inspect or cancel a sweep of runs"),
@@ -59,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from hnetbench.config import ConfigError
 
+    raw = sys.argv[1:] if argv is None else list(argv)
+    if raw[:1] == ["lm-eval"]:  # lm-eval parses its own flags, --help included
+        from hnetbench.evals.lm_eval_cli import run
+
+        return run(raw[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

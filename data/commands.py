@@ -8,7 +8,7 @@ import os
 import sys
 
 from hnetbench.config import DataConfig
-from hnetbench.data.corpus import SPLITS, all_documents, list_domains, split_of
+from hnetbench.data.corpus import SPLITS, all_documents, list_domains, load_documents
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -105,7 +105,7 @@ def tokenizer_stats(domain: str, tokenizers: list[DataConfig]) -> dict:
 
     from hnetbench.data.tokenizers import bytes_per_token, get_tokenizer
 
-    val = [d for d in all_documents(domain) if split_of(d) == "val"]
+    val = load_documents(domain, "val")  # split units, as training sees them
     row = {}
     for cfg in tokenizers:
         tok = get_tokenizer(replace(cfg, domain=domain))
@@ -118,21 +118,33 @@ def domain_stats(domain: str, bpe_vocab_size: int | None) -> dict:
 
     docs = all_documents(domain)
     row: dict = {"domain": domain, "documents": len(docs), "bytes": sum(map(len, docs))}
-    for s in SPLITS:
-        row[f"{s}_documents"] = 0
-        row[f"{s}_bytes"] = 0
-    for d in docs:
-        s = split_of(d)
-        row[f"{s}_documents"] += 1
-        row[f"{s}_bytes"] += len(d)
+    for s in SPLITS:  # split units (corpus.units_of), the test split decontaminated
+        units = load_documents(domain, s)
+        row[f"{s}_documents"] = len(units)
+        row[f"{s}_bytes"] = sum(map(len, units))
+    row.update(_overlap_columns(domain))
     if bpe_vocab_size:
         tok = get_tokenizer(
             DataConfig(domain=domain, tokenizer="bpe", bpe_vocab_size=bpe_vocab_size)
         )
-        val = [d for d in docs if split_of(d) == "val"]
+        val = load_documents(domain, "val")
         row["bpe_vocab_size"] = bpe_vocab_size
         row["bpe_bytes_per_token_val"] = round(bytes_per_token(tok, val), 4)
     return row
+
+
+def _overlap_columns(domain: str) -> dict:
+    """Decontamination: share of the test split's n-grams (13 words; DNA 32 bases) that occur in
+    the train split, before and after removing them (data/corpus.py)."""
+    from hnetbench.data.corpus import decontamination_overlap
+
+    o = decontamination_overlap(domain)
+
+    def r(x: float | None) -> float | None:
+        return None if x is None else round(x, 6)
+
+    return {"test_ngram": f"{o['n']}-{o['unit']}",
+            "test_overlap_before": r(o["overlap_before"]), "test_overlap": r(o["overlap_after"])}
 
 
 def _table(rows: list[dict]) -> str:
@@ -141,6 +153,8 @@ def _table(rows: list[dict]) -> str:
     ]
     if rows and "bpe_bytes_per_token_val" in rows[0]:
         cols.append("bpe_bytes_per_token_val")
+    if rows and "test_overlap" in rows[0]:
+        cols += ["test_ngram", "test_overlap_before", "test_overlap"]
     extra = [k for k in (rows[0] if rows else {}) if k.endswith(SUFFIX) and k not in cols]
     cols += extra
     cells = [[str(r[c]) for c in cols] for r in rows]

@@ -2,13 +2,20 @@
 
     python3 -m hnetbench.evals.build_tasks [--only cont|bigbench] [--bigbench-sdist PATH]
 
-(a) `hnb_cont_<domain>` (en, zh, code, dna): from a test-split document, a context of
+(a) `hnb_cont_<domain>` (en, zh, code, dna): from a test-split unit, a context of
     CONTEXT_BYTES bytes and the true continuation of CONT_BYTES bytes, against three distractor
-    spans of the same byte length taken from other test documents (4 choices, chance 0.25).
-    Spans never split a UTF-8 character.
+    spans of the same byte length taken from other test units (4 choices). Spans never split a
+    UTF-8 character. The test split is already decontaminated (data/corpus.py); on top, an item
+    is kept only if none of its strings (context + answer, each distractor) shares an n-gram
+    (13 words; DNA 32 bases) with the train split, and at most MAX_PER_UNIT items come from one
+    test unit, so the task draws on many sources.
 (b) `hnb_bb_<task>`: human-written multiple-choice items from the BIG-bench PyPI sdist
     (bigbench==1.0.0, Apache-2.0), fetched with `pip download --no-deps` into a temp dir
     unless --bigbench-sdist names a local copy; at most BB_CAP items per task.
+    `--rebalance-shipped` re-balances the shipped files instead (same result, no download).
+
+Answer positions are balanced exactly (each position holds the gold answer equally often, up
+to n mod k), so a constant scorer -- and a uniform model whose choices tie -- scores 1/k.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ CONTEXT_BYTES = 200
 CONT_BYTES = 32
 N_CHOICES = 4
 MIN_CONTEXT = 64
+MAX_PER_UNIT = 3
 
 BB_VERSION = "1.0.0"
 BB_CAP = 300
@@ -81,17 +89,51 @@ def _span(data: bytes, start: int, length: int) -> str | None:
         return None
 
 
-def continuation_items(docs: list[bytes], seed: str, n_items: int = N_ITEMS) -> list[dict]:
+def balanced_labels(n: int, k: int, rng: random.Random) -> list[int]:
+    """n gold positions in 0..k-1, each used n // k or n // k + 1 times, in random order."""
+    labels = [i % k for i in range(n)]
+    rng.shuffle(labels)
+    return labels
+
+
+def balance_positions(items: list[dict], seed: str) -> list[dict]:
+    """Move each item's gold choice to a balanced position; the others keep their order."""
+    if len({len(x["choices"]) for x in items}) > 1:
+        raise ValueError("balance_positions: items have different numbers of choices")
+    out = []
+    for it, pos in zip(items, balanced_labels(len(items), len(items[0]["choices"]) if items
+                                              else 1, random.Random(seed + "-positions"))):
+        gold = it["choices"][it["label"]]
+        rest = [c for i, c in enumerate(it["choices"]) if i != it["label"]]
+        choices = rest[:pos] + [gold] + rest[pos:]
+        out.append({**it, "choices": choices, "label": pos})
+    return out
+
+
+def continuation_items(docs: list[bytes], seed: str, n_items: int = N_ITEMS,
+                       train_index=None) -> list[dict]:
+    """Items from test units `docs`; with `train_index` (an evals.decontaminate.NgramIndex of
+    the train split) items sharing an n-gram with it are skipped. Gold positions balanced."""
     rng = random.Random(seed)
+    labels = balanced_labels(n_items, N_CHOICES, random.Random(seed + "-positions"))
+    per_unit: dict[int, int] = {}
+
+    def clean(*texts: str) -> bool:
+        return train_index is None or not any(train_index.overlaps(t) for t in texts)
+
     usable = [i for i, d in enumerate(docs) if len(d) >= MIN_CONTEXT + CONT_BYTES]
     if len(usable) < N_CHOICES:
         raise SystemExit(f"build_tasks: only {len(usable)} usable test documents for {seed}")
+    # at most MAX_PER_UNIT items per unit, more only if there are too few units
+    cap = max(MAX_PER_UNIT, -(-2 * n_items // max(1, len(usable))))
     items: list[dict] = []
     seen: set[str] = set()
     for _ in range(n_items * 50):
         if len(items) == n_items:
             break
         di = rng.choice(usable)
+        if per_unit.get(di, 0) >= cap:
+            continue
         doc = docs[di]
         cut = rng.randrange(MIN_CONTEXT, len(doc) - CONT_BYTES + 1)
         true = _span(doc, cut, CONT_BYTES)
@@ -100,6 +142,8 @@ def continuation_items(docs: list[bytes], seed: str, n_items: int = N_ITEMS) -> 
             start += 1
         context = _span(doc, start, cut - start)
         if true is None or not context or true.strip() == "" or (context + true) in seen:
+            continue
+        if not clean(context + true):
             continue
         choices = [true]
         for _ in range(200):  # distractors: same byte length, other documents, all distinct
@@ -110,13 +154,17 @@ def continuation_items(docs: list[bytes], seed: str, n_items: int = N_ITEMS) -> 
                 continue
             other = docs[oi]
             cand = _span(other, rng.randrange(0, len(other) - CONT_BYTES + 1), CONT_BYTES)
-            if cand is not None and cand not in choices and cand.strip():
+            if cand is not None and cand not in choices and cand.strip() and clean(cand):
                 choices.append(cand)
         if len(choices) < N_CHOICES:
             continue
-        rng.shuffle(choices)
+        distractors = choices[1:]
+        rng.shuffle(distractors)
+        pos = labels[len(items)]
+        choices = distractors[:pos] + [true] + distractors[pos:]
         seen.add(context + true)
-        items.append({"context": context, "choices": choices, "label": choices.index(true)})
+        per_unit[di] = per_unit.get(di, 0) + 1
+        items.append({"context": context, "choices": choices, "label": pos})
     if len(items) < n_items:
         raise SystemExit(f"build_tasks: built only {len(items)}/{n_items} items for {seed}")
     return items
@@ -150,7 +198,7 @@ def bigbench_items(sdist: Path, member: str, k: int, seed: str) -> list[dict]:
                       "label": choices.index(gold[0])})
     rng = random.Random(seed)
     keep = sorted(rng.sample(range(len(items)), min(BB_CAP, len(items))))
-    return [items[i] for i in keep]
+    return balance_positions([items[i] for i in keep], seed)
 
 
 def _write_task(name: str, tag: str, items: list[dict], delim: str) -> None:
@@ -168,14 +216,26 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python3 -m hnetbench.evals.build_tasks")
     ap.add_argument("--only", choices=["cont", "bigbench"])
     ap.add_argument("--bigbench-sdist", help="local bigbench-1.0.0.tar.gz (else pip download)")
+    ap.add_argument("--rebalance-shipped", action="store_true",
+                    help="bigbench: balance the shipped items' answer positions (no download)")
     args = ap.parse_args(argv)
     if args.only in (None, "cont"):
         from hnetbench.data import load_documents
+        from hnetbench.evals.decontaminate import NgramIndex, settings_for
 
         for domain in DOMAINS:
-            items = continuation_items(load_documents(domain, "test"), f"hnb-cont-{domain}")
+            index = NgramIndex(load_documents(domain, "train"), *settings_for(domain))
+            items = continuation_items(load_documents(domain, "test"), f"hnb-cont-{domain}",
+                                       train_index=index)
             _write_task(f"hnb_cont_{domain}", "hnb_cont", items, delim="")
-    if args.only in (None, "bigbench"):
+    if args.only in (None, "bigbench") and args.rebalance_shipped:
+        for name in BB_TASKS:
+            path = TASKS_DIR / f"hnb_bb_{name}.jsonl"
+            rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x]
+            # balancing keeps the non-gold choices' order: idempotent, equal to a fresh build
+            _write_task(f"hnb_bb_{name}", "hnb_bigbench",
+                        balance_positions(rows, f"hnb-bb-{name}"), delim=" ")
+    elif args.only in (None, "bigbench"):
         with tempfile.TemporaryDirectory() as tmp:
             sdist = _bigbench_sdist(args.bigbench_sdist, Path(tmp))
             for name, (member, k) in BB_TASKS.items():

@@ -42,17 +42,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--stride", type=int, default=None,
                    help="targets per window step (default: seq_len // 2)")
 
+    def tasks_args(p: argparse.ArgumentParser, what: str) -> None:
+        p.add_argument("--tasks", required=True,
+                       help=f"comma-separated {what}: names (tasks, groups, tags) or task YAML "
+                       "paths; an unknown one is an error (exit 2) before the model loads")
+        p.add_argument("--include-path", action="append", default=[], metavar="DIR",
+                       help="directory of your own lm-eval task YAMLs, groups included "
+                       "(repeatable)")
+
     p = sub.add_parser("lm", help="lm-eval tasks (lm-eval's names or hnetbench's offline tasks)")
     common(p)
-    p.add_argument("--tasks", required=True, help="comma-separated task names")
+    tasks_args(p, "tasks")
     p.add_argument("--limit", type=float, default=None, help="items per task (testing)")
     p.add_argument("--max-length", type=int, default=None, help="context limit in model tokens")
 
     p = sub.add_parser("robustness", help="Table-3 perturbations on multiple-choice tasks")
     common(p)
-    p.add_argument("--tasks", required=True, help="comma-separated multiple-choice tasks")
+    tasks_args(p, "multiple-choice tasks")
     p.add_argument("--limit", type=float, default=None, help="items per task (testing)")
-    p.add_argument("--perturbations", default="antspeak,drop,randomcase,repeat,uppercase")
+    p.add_argument("--perturbations", default="antspeak,drop,randomcase,repeat,uppercase",
+                   help="comma-separated; also randomcase_blt (BLT's RandomCase: the other "
+                   "characters lower-cased); see docs/EVALS.md")
     p.add_argument("--metric", default="acc", choices=["acc", "acc_norm"],
                    help="accuracy measure (default acc, as Table 3)")
     p.add_argument("--perturb-opt", action="append", default=[], metavar="KEY=VALUE",
@@ -179,34 +189,43 @@ def _limit(x: float | None) -> int | float | None:
 
 
 def _lm(args: argparse.Namespace) -> int:
-    from hnetbench.evals.harness import load_tasks, run_tasks
+    from hnetbench.evals.harness import load_specs, run_tasks
+    from hnetbench.evals.intervals import format_acc
 
     names = _tasks(args.tasks)
+    tm, specs, _ = load_specs(names, args.include_path)  # unknown names fail before the model
+    if not specs:
+        return 1
     lm, _ = _lm_from(args)
-    tasks = load_tasks(names)
-    results = run_tasks(lm, tasks, limit=_limit(args.limit))
-    for name, metrics in results.items():
-        print(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())))
+    results = run_tasks(lm, specs, limit=_limit(args.limit), tm=tm)
+    for name, m in results.items():
+        n = (m.get("ci95") or {}).get("n")
+        accs = [f"{k} {format_acc(m[k], n)}" for k in ("acc", "acc_norm") if k in m]
+        rest = [f"{k} {v:.4f}" for k, v in sorted(m.items())
+                if isinstance(v, float) and k not in ("acc", "acc_norm")]
+        print(f"{name}: " + ", ".join(accs + rest))
     if results:
         _save(args, {"tasks": results})
-    return 0 if results or not names else 1
+    return 0 if results else 1
 
 
 def _robustness(args: argparse.Namespace) -> int:
     from hnetbench.evals.harness import load_tasks
-    from hnetbench.evals.perturb import PERTURBATIONS, PerturbConfig
+    from hnetbench.evals.perturb import ALL_PERTURBATIONS, PerturbConfig
     from hnetbench.evals.robustness import run_robustness, table
 
     perts = [p.strip() for p in args.perturbations.split(",") if p.strip()]
-    bad = [p for p in perts if p not in PERTURBATIONS]
+    bad = [p for p in perts if p not in ALL_PERTURBATIONS]
     if bad:
         raise ValueError(
-            f"--perturbations: unknown '{bad[0]}' (expected {', '.join(PERTURBATIONS)})"
+            f"--perturbations: unknown '{bad[0]}' (expected {', '.join(ALL_PERTURBATIONS)})"
         )
     cfg = PerturbConfig.from_overrides(args.perturb_opt)
     names = _tasks(args.tasks)
+    tasks = load_tasks(names, include_paths=args.include_path)  # unknown names fail first
+    if not tasks:
+        return 1
     lm, run_cfg = _lm_from(args)
-    tasks = load_tasks(names)
     res = run_robustness(lm, tasks, perts, cfg, limit=_limit(args.limit), metric=args.metric,
                          context=args.only != "choices", choices=args.only != "context")
     csv_text, md = table(res, perts, label=args.label or run_cfg.name)
@@ -220,8 +239,9 @@ def _robustness(args: argparse.Namespace) -> int:
                           md + "\nsettings: `" + json.dumps(meta, sort_keys=True) + "`\n")
         print(f"wrote {out / 'robustness.csv'} and {out / 'robustness.md'}")
     if res:
-        keep = ("clean", *perts, "score")
-        _save(args, {"robustness": {t: {k: r.get(k) for k in keep} for t, r in res.items()}})
+        keep = ("clean", *perts, "avg", "score", "chance", "ci95", "na", "changed")
+        _save(args, {"robustness": {t: {k: r.get(k) for k in keep if k in r}
+                                    for t, r in res.items()}})
     return 0 if res else 1
 
 

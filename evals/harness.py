@@ -1,12 +1,17 @@
-"""Thin glue over lm-eval: find tasks (ours offline + lm-eval's own), load them, run them.
+"""Thin glue over lm-eval: find tasks (ours, the user's, lm-eval's own), load them, run them.
 
-A task whose data cannot be loaded (e.g. a Hugging Face dataset with no network) is reported as
-one line and skipped; the rest still run.
+Task specs are names (tasks, groups, tags) or paths to task YAML files; `include_paths` adds
+directories of the user's own task YAMLs (as lm-eval's --include_path). Every spec is checked
+before anything is loaded: an unknown one is a one-line ValueError. lm-eval's own index of
+10k+ built-in tasks (~30 s to build) is consulted only when a spec is not found in ours or the
+user's directories. A known task whose data cannot be loaded (e.g. a Hugging Face dataset with
+no network) is reported as one line and skipped; the rest still run.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -41,55 +46,141 @@ def offline_tasks() -> list[str]:
     return sorted(names)
 
 
-def task_manager(names: list[str]):
-    """TaskManager over our tasks; lm-eval's own index (slow to build) only if a name needs it."""
+def _is_yaml_path(spec: str) -> bool:
+    return spec.endswith((".yaml", ".yml")) or os.sep in spec
+
+
+def _paths(specs: list[str], include_paths: list[str] | None) -> list[str]:
+    """Task directories to index: ours, the user's, and the folder of every YAML spec given."""
+    out = [str(TASKS_DIR)]
+    for d in include_paths or []:
+        if not Path(d).is_dir():
+            raise ValueError(f"--include-path {d}: not a directory")
+        out.append(str(Path(d).resolve()))
+    for s in specs:
+        if _is_yaml_path(s):
+            if not Path(s).is_file():
+                raise ValueError(f"task file {s}: not found")
+            out.append(str(Path(s).resolve().parent))
+    return list(dict.fromkeys(out))
+
+
+def task_manager(names: list[str], include_paths: list[str] | None = None):
+    """A TaskManager that knows every spec in `names`; raises ValueError (one line) otherwise.
+
+    lm-eval's built-in index is built only if some name is not ours / the user's."""
     from lm_eval.tasks import TaskManager
 
-    ours = set(offline_tasks())
-    need_defaults = any(n not in ours for n in names)
-    return TaskManager(include_path=str(TASKS_DIR), include_defaults=need_defaults)
-
-
-def load_tasks(names: list[str], log=print) -> dict[str, Any]:
-    """name -> Task for every leaf task that loads; one line per task that does not."""
     _quiet()
-    tm = task_manager(names)
-    known = set(tm.all_tasks)
-    out: dict[str, Any] = {}
-    for name in names:
-        if name not in known:
-            log(f"task {name}: unknown to lm-eval and not an offline hnetbench task; skipped")
-            continue
+    paths = _paths(names, include_paths)
+    tm = TaskManager(include_path=paths, include_defaults=False)
+
+    def missing(tm) -> list[str]:
+        return [n for n in names if not _is_yaml_path(n) and n not in tm.all_tasks]
+
+    local = list(tm.all_tasks)
+    ours = [n for n in missing(tm) if n.startswith(OUR_PREFIX)]  # a typo of ours: no indexing
+    if ours:
+        _unknown(ours, local, include_paths, defaults=False)
+    if missing(tm):
+        tm = TaskManager(include_path=paths, include_defaults=True)
+    if missing(tm):
+        _unknown(missing(tm), tm.all_tasks, include_paths, defaults=True)
+    return tm
+
+
+OUR_PREFIX = "hnb_"
+
+
+def _unknown(names: list[str], known: list[str], include_paths: list[str] | None,
+             defaults: bool) -> None:
+    import difflib
+
+    where = ", ".join(["hnetbench's tasks", *(include_paths or [])]
+                      + (["lm-eval's tasks"] if defaults else []))
+    near = difflib.get_close_matches(names[0], known, n=1)
+    raise ValueError(f"unknown task '{names[0]}'"
+                     + (f" (and {len(names) - 1} more)" if len(names) > 1 else "")
+                     + f": not found in {where}"
+                     + (f"; did you mean '{near[0]}'?" if near else "")
+                     + " (list: `hnetbench eval tasks`; own tasks: --include-path DIR)")
+
+
+def _spec_name(spec: str) -> str:
+    """The task/group name a spec refers to (a YAML path: its `task:` or `group:`)."""
+    if not _is_yaml_path(spec):
+        return spec
+    from lm_eval.tasks._index import TaskIndex
+
+    entry = TaskIndex.entry_from_path(Path(spec))
+    if entry is None:
+        raise ValueError(f"task file {spec}: expected a YAML with a 'task' or 'group' key")
+    return entry.name
+
+
+def load_specs(names: list[str], include_paths: list[str] | None = None, log=print):
+    """(TaskManager, loadable specs, leaf Task objects by name); unknown specs raise first."""
+    tm = task_manager(names, include_paths)
+    ok: list[str] = []
+    leaves: dict[str, Any] = {}
+    for spec in names:
+        label = _spec_name(spec)
         try:
-            loaded = tm.load([name])["tasks"]
+            loaded = tm.load([spec])
         except Exception as e:  # noqa: BLE001 -- datasets raise anything when offline
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            log(f"task {name}: data not available offline ({type(e).__name__}: {msg[:160]}); "
+            log(f"task {label}: data not available offline ({type(e).__name__}: {msg[:160]}); "
                 "skipped")
             continue
-        out.update(loaded)
+        ok.append(spec)
+        leaves.update(loaded["tasks"])
+    return tm, ok, leaves
+
+
+def load_tasks(names: list[str], log=print, include_paths: list[str] | None = None
+               ) -> dict[str, Any]:
+    """name -> Task for every leaf task (groups and tags expanded) that loads."""
+    return load_specs(names, include_paths, log)[2]
+
+
+def _rows(res: dict) -> dict[str, dict[str, Any]]:
+    from hnetbench.evals.intervals import accuracy_interval
+
+    out: dict[str, dict[str, Any]] = {}
+    n_samples = res.get("n-samples", {})
+    for name, metrics in (res or {}).get("results", {}).items():
+        row: dict[str, Any] = {}
+        for key, value in metrics.items():
+            metric, _, filt = key.partition(",")
+            if metric in MAIN_METRICS and isinstance(value, (int, float)):
+                row[metric] = float(value)
+        n = (n_samples.get(name) or {}).get("effective")
+        if row and n:  # nested, so readers that take every number as a metric are unaffected
+            ci: dict[str, Any] = {"n": int(n), "method": "normal approximation"}
+            for m in ("acc", "acc_norm", "acc_bytes", "exact_match"):
+                if m in row:
+                    ci[m] = list(accuracy_interval(row[m], int(n)))
+            row["ci95"] = ci
+        if row:
+            out[name] = row
     return out
 
 
-def run_tasks(lm, tasks: dict[str, Any], limit: int | float | None = None,
-              batch_size: int | None = None) -> dict[str, dict[str, float]]:
-    """Evaluate loaded Task objects zero-shot; returns {task: {metric: value}}."""
+def run_tasks(lm, tasks: dict[str, Any] | list[str], limit: int | float | None = None,
+              batch_size: int | None = None, tm=None) -> dict[str, dict[str, Any]]:
+    """Evaluate zero-shot; returns {task: {metric: value, "ci95": {"n": items, m: [lo, hi]}}}.
+
+    `tasks`: loaded Task objects by name, or specs (names, YAML paths, groups) known to `tm`
+    (then group aggregates are reported too). The interval is the normal approximation over
+    the n items evaluated (evals/intervals.py)."""
     import lm_eval
 
     if not tasks:
         return {}
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    todo = list(tasks.values()) if isinstance(tasks, dict) else list(tasks)
     res = lm_eval.simple_evaluate(
-        model=lm, tasks=list(tasks.values()), limit=limit, bootstrap_iters=0,
-        log_samples=False, task_manager=task_manager([]), batch_size=batch_size,
+        model=lm, tasks=todo, limit=limit, bootstrap_iters=0,
+        log_samples=False, task_manager=tm or task_manager([]), batch_size=batch_size,
     )
-    out: dict[str, dict[str, float]] = {}
-    for name, metrics in (res or {}).get("results", {}).items():
-        row = {}
-        for key, value in metrics.items():
-            metric, _, filt = key.partition(",")
-            if metric in MAIN_METRICS and isinstance(value, (int, float)):
-                row[metric] = float(value)
-        if row:
-            out[name] = row
-    return out
+    return _rows(res or {})

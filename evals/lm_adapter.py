@@ -3,12 +3,23 @@
     lm_eval --model hnetbench --model_args checkpoint=results/x/ckpt --tasks ...
     HNetBenchLM(model=model, tokenizer=tok)          # from Python, in memory
 
-Continuation boundaries: the context and the continuation are encoded separately and the
-continuation's log-probability is the sum over exactly its own tokens. For byte models this is
-exact by construction. For BPE models trailing whitespace of the context moves to the front of
-the continuation first (as lm-eval's HF model does: BPE vocabularies carry the space on the
-following word). Every sequence starts with BOS; too-long inputs are truncated from the left to
-`max_length` model tokens (byte models default to 4x a token model's length, as in the paper).
+Continuation boundaries (lm-eval's convention for tokenized models): context + continuation
+are encoded together -- the segmentation the model saw in training -- and split at the
+continuation's first byte: the continuation's tokens are the one holding that byte and all
+after it (a BPE token that straddles the seam, e.g. " sat" after "The cat ", is scored as part
+of the continuation). For byte models this is exactly the continuation's bytes. Every sequence
+starts with BOS; too-long inputs are truncated from the left to `max_length` model tokens (byte
+models default to 4x a token model's length, as in the paper).
+
+Generation (`generate_until`) stops as soon as every sequence of the batch contains a stop
+string (or emitted BOS/EOS), else after `max_gen_toks` model tokens. A task's own max_gen_toks
+counts tokens of *this model's* tokenizer: 256 (lm-eval's default) is 256 bytes for a byte
+model but ~1,000 bytes for a BPE model. When a task sets none, the default is
+DEFAULT_MAX_GEN_TOKS per tokenizer (bytes 1024, BPE 256: about the same text); model_args
+`max_gen_toks=N` overrides it.
+
+model_args: checkpoint, batch_size, max_length, max_gen_toks, device (and lm-eval's own
+max_batch_size); any other key is an error.
 """
 
 from __future__ import annotations
@@ -22,6 +33,9 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 DEFAULT_MAX_LENGTH = {"bytes": 8192, "bpe": 2048}
+DEFAULT_MAX_GEN_TOKS = {"bytes": 1024, "bpe": 256}
+MODEL_ARGS = ("checkpoint", "batch_size", "max_length", "max_gen_toks", "device",
+              "max_batch_size")
 
 
 def _is_bytes(tokenizer) -> bool:
@@ -38,9 +52,14 @@ class HNetBenchLM(LM):
         batch_size: int | str = 8,
         max_length: int | str | None = None,
         device: str | None = None,
-        **_ignored: Any,
+        max_gen_toks: int | str | None = None,
+        max_batch_size: int | str | None = None,  # lm-eval passes it; batches are fixed here
+        **unknown: Any,
     ) -> None:
         super().__init__()
+        if unknown:
+            raise ValueError(f"hnetbench LM: unknown model_args {', '.join(sorted(unknown))} "
+                             f"(expected {', '.join(MODEL_ARGS)})")
         if checkpoint is not None:
             from hnetbench.train import load_checkpoint
 
@@ -48,6 +67,8 @@ class HNetBenchLM(LM):
         if model is None or tokenizer is None:
             raise ValueError("hnetbench LM: give checkpoint=PATH or both model and tokenizer")
         check_vocab(model, tokenizer)
+        if device and device.startswith("cuda") and not torch.cuda.is_available():
+            device = None  # lm-eval's CLI defaults to cuda; like its HF model, fall back to CPU
         if device and device != "auto":
             model = model.to(device)
         self.model = model.eval()
@@ -58,6 +79,8 @@ class HNetBenchLM(LM):
         default = DEFAULT_MAX_LENGTH["bytes" if self.byte_level else "bpe"]
         limit = getattr(getattr(model, "cfg", None), "max_seq_len", None)
         self.max_length = int(max_length) if max_length else min(default, limit or default)
+        kind = "bytes" if self.byte_level else "bpe"
+        self.max_gen_toks = int(max_gen_toks) if max_gen_toks else DEFAULT_MAX_GEN_TOKS[kind]
         self._device = model_device(model)
 
     # ------------------------------------------------------------------ encoding
@@ -65,27 +88,39 @@ class HNetBenchLM(LM):
         return list(self.tok.encode(text.encode("utf-8"))) if text else []
 
     def _pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        if not self.byte_level:
-            n = len(context) - len(context.rstrip())
-            if n:
-                context, continuation = context[:-n], context[-n:] + continuation
-        return [self.tok.bos_id] + self._encode(context), self._encode(continuation)
+        """([BOS] + context tokens, continuation tokens) of the joint encoding, split at the
+        token holding the continuation's first byte."""
+        whole = self._encode(context + continuation)
+        seam, pos, split = len(context.encode("utf-8")), 0, len(whole)
+        for i, t in enumerate(whole):
+            pos += len(self.tok.token_bytes(int(t)))
+            if pos > seam:
+                split = i
+                break
+        return [self.tok.bos_id] + whole[:split], whole[split:]
 
     # ------------------------------------------------------------------ lm-eval API
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
-        seqs, tails = [], []
-        for req in requests:
+        seqs, tails, todo = [], [], []
+        for i, req in enumerate(requests):
             context, continuation = req.args[0], req.args[1]
+            if not continuation:  # the empty string: probability 1, nothing to score
+                continue
             ctx, cont = self._pair(context, continuation)
-            if not cont:
-                raise ValueError(f"hnetbench LM: empty continuation for context {context[-40:]!r}")
             cont = cont[-self.max_length :]
             seqs.append((ctx + cont)[-(self.max_length + 1) :])
             tails.append(len(cont))
-        scored = score_tails(self.model, seqs, tails, 0, self.tok.bos_id,
-                             self.batch_size)
+            todo.append(i)
+        scored = dict(zip(todo, score_tails(self.model, seqs, tails, 0, self.tok.bos_id,
+                                            self.batch_size))) if seqs else {}
         out = []
-        for req, (nats, hit) in zip(requests, scored):
+        for i, req in enumerate(requests):
+            if i not in scored:
+                res = (0.0, True)
+                out.append(res)
+                self.cache_hook.add_partial("loglikelihood", req.args, res)
+                continue
+            nats, hit = scored[i]
             res = (-float(nats.sum()), bool(hit.all()))
             self.cache_hook.add_partial("loglikelihood", req.args, res)
             out.append(res)
@@ -115,30 +150,68 @@ class HNetBenchLM(LM):
         for idx in groups.values():
             kw = dict(requests[idx[0]].args[1])
             until = kw.get("until") or []
-            until = [until] if isinstance(until, str) else list(until)
-            max_new = int(kw.get("max_gen_toks", 256))
+            until = [u for u in ([until] if isinstance(until, str) else list(until)) if u]
+            max_new = int(kw.get("max_gen_toks") or self.max_gen_toks)
             sample = bool(kw.get("do_sample", False)) and float(kw.get("temperature", 1.0)) > 0
             keep = max(1, self.max_length - max_new)
             for b in range(0, len(idx), self.batch_size):
                 part = idx[b : b + self.batch_size]
                 prompts = [([self.tok.bos_id] + self._encode(requests[i].args[0]))[-keep:]
                            for i in part]
-                gen = self.model.generate(
-                    prompts, max_new_tokens=max_new, greedy=not sample,
-                    temperature=float(kw.get("temperature", 1.0)) if sample else 1.0,
-                    top_p=float(kw.get("top_p", 1.0)),
-                )
+                gen = self._generate(prompts, max_new, until, sample,
+                                     float(kw.get("temperature", 1.0)) if sample else 1.0,
+                                     float(kw.get("top_p", 1.0)))
                 for i, ids in zip(part, gen):
-                    ids = list(ids)
-                    special = [j for j, t in enumerate(ids) if self.tok.token_bytes(int(t)) == b""]
-                    ids = ids[: special[0]] if special else ids  # BOS/EOS ends the document
-                    text = self.tok.decode(ids).decode("utf-8", errors="replace")
+                    text = self._text(ids)
                     for stop in until:
-                        if stop and stop in text:
+                        if stop in text:
                             text = text[: text.index(stop)]
                     self.cache_hook.add_partial("generate_until", requests[i].args, text)
                     out[i] = text
         return out  # type: ignore[return-value]
+
+    def _text(self, ids: list[int]) -> str:
+        """Generated ids as text, cut at the first special token (BOS/EOS ends a document)."""
+        special = [j for j, t in enumerate(ids) if self.tok.token_bytes(int(t)) == b""]
+        ids = ids[: special[0]] if special else ids
+        return self.tok.decode(ids).decode("utf-8", errors="replace")
+
+    def _done(self, ids: list[int], until: list[str]) -> bool:
+        if any(self.tok.token_bytes(int(t)) == b"" for t in ids):
+            return True
+        text = self._text(ids)
+        return any(stop in text for stop in until)
+
+    @torch.no_grad()
+    def _generate(self, prompts: list[list[int]], max_new: int, until: list[str], sample: bool,
+                  temperature: float, top_p: float) -> list[list[int]]:
+        """Decode with the model's cache; stop once every row is done (stop string / special
+        token) or after max_new tokens."""
+        model = self.model
+        if not hasattr(model, "prefill") or not hasattr(model, "step"):  # no cache: no early stop
+            return [list(g) for g in model.generate(prompts, max_new_tokens=max_new,
+                                                    greedy=not sample, temperature=temperature,
+                                                    top_p=top_p)]
+        from hnetbench.models.generate import sample_next
+
+        B, T = len(prompts), max(len(p) for p in prompts)
+        ids = torch.zeros(B, T, dtype=torch.long, device=self._device)
+        doc_start = torch.zeros(B, T, dtype=torch.bool, device=self._device)
+        for i, p in enumerate(prompts):  # left-padded, as models.generate does
+            ids[i, T - len(p):] = torch.tensor(p, dtype=torch.long, device=self._device)
+            doc_start[i, T - len(p)] = True
+        out: list[list[int]] = [[] for _ in prompts]
+        if max_new <= 0:
+            return out
+        logits, cache = model.prefill(ids, doc_start, capacity=T + max_new)
+        for step in range(max_new):
+            nxt = sample_next(logits, temperature, top_p, not sample, None)
+            for i, t in enumerate(nxt.tolist()):
+                out[i].append(int(t))
+            if all(self._done(o, until) for o in out) or step + 1 == max_new:
+                break
+            logits = model.step(nxt, cache)
+        return out
 
     @property
     def tokenizer_name(self) -> str:

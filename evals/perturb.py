@@ -1,19 +1,24 @@
 """Character-level text perturbations of the paper's Table 3 (protocol of BLT, Pagnoni et al.).
 
-All five act on Unicode characters (code points), never on bytes, so the result is always
-valid UTF-8. Random ones draw from a generator seeded by (seed, perturbation, text), so the same
-string is always perturbed the same way -- in every process, whatever PYTHONHASHSEED -- which
-keeps a multiple-choice task's gold string and its choice list consistent.
+All act on user-perceived characters -- extended grapheme clusters (Unicode UAX #29, `regex`'s
+\\X) -- never on bytes or lone code points, so a combining mark stays on its letter, a ZWJ emoji
+sequence or a flag stays whole, and the result is always valid UTF-8. Random ones draw from a
+generator seeded by (seed, perturbation, text), so the same string is always perturbed the same
+way -- in every process, whatever PYTHONHASHSEED -- which keeps a multiple-choice task's gold
+string and its choice list consistent. Exact definitions beside the paper's and BLT's:
+docs/EVALS.md.
 
-Defaults follow BLT's description of its noised HellaSwag:
-  antspeak   : upper-case, then every character separated by one space
-               ("Hi you" -> "H I   Y O U": a space between words becomes " _ " = three spaces)
-  drop       : delete `drop_frac` (0.1) of the characters, positions chosen at random
-  randomcase : upper-case `randomcase_frac` (0.5) of the characters, chosen at random
-               (`randomcase_lower_rest=True` also lower-cases all the others, BLT's variant)
-  repeat     : pick `repeat_frac` (0.2) of the characters; each one then occurs
-               2..`repeat_max` (4) times in a row (count uniform)
-  uppercase  : str.upper()
+  antspeak      : upper-case, then every character separated by one space
+                  ("Hi you" -> "H I   Y O U": a space between words becomes " _ " = 3 spaces)
+  drop          : delete round(`drop_frac` (0.1) * n) characters, positions chosen at random
+  randomcase    : upper-case round(`randomcase_frac` (0.5) * n) characters chosen at random,
+                  leave the others as they are (the paper's wording: "random characters
+                  upper-cased")
+  randomcase_blt: BLT's variant: the chosen characters upper-cased, all others lower-cased
+                  (also reachable as randomcase with `randomcase_lower_rest=True`)
+  repeat        : pick round(`repeat_frac` (0.2) * n) characters; each then occurs
+                  2..`repeat_max` (4) times in a row (count uniform)
+  uppercase     : str.upper()
 """
 
 from __future__ import annotations
@@ -22,7 +27,12 @@ import hashlib
 import random
 from dataclasses import dataclass, fields, replace
 
+import regex
+
 PERTURBATIONS: tuple[str, ...] = ("antspeak", "drop", "randomcase", "repeat", "uppercase")
+VARIANTS: tuple[str, ...] = ("randomcase_blt",)  # offered by name, not in the default set
+ALL_PERTURBATIONS: tuple[str, ...] = PERTURBATIONS + VARIANTS
+_GRAPHEME = regex.compile(r"\X")
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,11 @@ class PerturbConfig:
         return cfg
 
 
+def graphemes(text: str) -> list[str]:
+    """Extended grapheme clusters of `text` (what a reader counts as characters)."""
+    return _GRAPHEME.findall(text)
+
+
 def _rng(text: str, name: str, seed: int) -> random.Random:
     digest = hashlib.sha256(f"{seed}\x00{name}\x00{text}".encode("utf-8", "surrogatepass"))
     return random.Random(int.from_bytes(digest.digest()[:8], "little"))
@@ -80,42 +95,44 @@ def _pick(n: int, frac: float, rng: random.Random) -> set[int]:
     return set(rng.sample(range(n), round(frac * n))) if n else set()
 
 
-def antspeak(text: str) -> str:
-    return " ".join(text.upper())
-
-
-def drop(text: str, frac: float, rng: random.Random) -> str:
-    gone = _pick(len(text), frac, rng)
-    return "".join(c for i, c in enumerate(text) if i not in gone)
-
-
-def randomcase(text: str, frac: float, rng: random.Random, lower_rest: bool = False) -> str:
-    up = _pick(len(text), frac, rng)
-    return "".join(
-        c.upper() if i in up else (c.lower() if lower_rest else c) for i, c in enumerate(text)
-    )
-
-
-def repeat(text: str, frac: float, max_times: int, rng: random.Random) -> str:
-    chosen = _pick(len(text), frac, rng)
-    out = []
-    for i, c in enumerate(text):
-        out.append(c * rng.randint(2, max_times) if i in chosen else c)
-    return "".join(out)
+def _apply(text: str, name: str, cfg: PerturbConfig) -> tuple[str, int, int]:
+    """(perturbed text, characters changed, characters) -- characters = grapheme clusters."""
+    gs = graphemes(text)
+    n = len(gs)
+    if name == "uppercase":
+        return text.upper(), sum(g.upper() != g for g in gs), n
+    if name == "antspeak":
+        up = graphemes(text.upper())
+        return " ".join(up), (min(n, n - 1 + sum(g.upper() != g for g in gs)) if n else 0), n
+    if name not in ALL_PERTURBATIONS:
+        raise ValueError(f"unknown perturbation '{name}' "
+                         f"(expected one of {', '.join(ALL_PERTURBATIONS)})")
+    rng = _rng(text, "randomcase" if name == "randomcase_blt" else name, cfg.seed)
+    if name == "drop":
+        gone = _pick(n, cfg.drop_frac, rng)
+        return "".join(g for i, g in enumerate(gs) if i not in gone), len(gone), n
+    if name == "repeat":
+        chosen = _pick(n, cfg.repeat_frac, rng)
+        out = [g * rng.randint(2, cfg.repeat_max) if i in chosen else g for i, g in enumerate(gs)]
+        return "".join(out), len(chosen), n
+    # randomcase / randomcase_blt
+    lower_rest = cfg.randomcase_lower_rest or name == "randomcase_blt"
+    up = _pick(n, cfg.randomcase_frac, rng)
+    out = [g.upper() if i in up else (g.lower() if lower_rest else g) for i, g in enumerate(gs)]
+    return "".join(out), sum(a != b for a, b in zip(out, gs)), n
 
 
 def perturb(text: str, name: str, cfg: PerturbConfig | None = None) -> str:
-    """Apply perturbation `name` (one of PERTURBATIONS) to `text`; deterministic."""
-    cfg = cfg or PerturbConfig()
-    if name == "uppercase":
-        return text.upper()
-    if name == "antspeak":
-        return antspeak(text)
-    rng = _rng(text, name, cfg.seed)
-    if name == "drop":
-        return drop(text, cfg.drop_frac, rng)
-    if name == "randomcase":
-        return randomcase(text, cfg.randomcase_frac, rng, cfg.randomcase_lower_rest)
-    if name == "repeat":
-        return repeat(text, cfg.repeat_frac, cfg.repeat_max, rng)
-    raise ValueError(f"unknown perturbation '{name}' (expected one of {', '.join(PERTURBATIONS)})")
+    """Apply perturbation `name` (one of ALL_PERTURBATIONS) to `text`; deterministic."""
+    return _apply(text, name, cfg or PerturbConfig())[0]
+
+
+def change_count(text: str, name: str, cfg: PerturbConfig | None = None) -> tuple[int, int]:
+    """(characters the perturbation changes, characters of `text`), in grapheme clusters."""
+    _, changed, n = _apply(text, name, cfg or PerturbConfig())
+    return changed, n
+
+
+# legacy helpers (code-point level callers may still import them)
+def antspeak(text: str) -> str:
+    return perturb(text, "antspeak")

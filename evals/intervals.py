@@ -1,0 +1,61 @@
+"""95% intervals for accuracies and the chance level of multiple-choice items.
+
+    accuracy_interval(0.62, 200)          -> (0.553, 0.687)  normal approximation, n stated
+    bootstrap_interval([1, 0, 1, ...])    -> (lo, hi)        percentile bootstrap over items
+    constant_scorer_chance(golds)         -> share of items whose gold is choice 0
+
+Reports and tables call these; every accuracy is shown with its n (the number of items scored;
+by default the whole task).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+
+Z95 = 1.959963984540054
+
+
+def accuracy_interval(acc: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """Normal-approximation interval acc +- z * sqrt(acc (1 - acc) / n), clipped to [0, 1].
+
+    With acc in {0, 1} the width is 0; say n beside it (the approximation needs n acc >~ 5)."""
+    if n <= 0:
+        raise ValueError(f"accuracy_interval: n={n}; expected at least one item")
+    if not 0.0 <= acc <= 1.0:
+        raise ValueError(f"accuracy_interval: acc={acc}; expected a fraction in [0, 1]")
+    half = z * math.sqrt(acc * (1.0 - acc) / n)
+    return max(0.0, acc - half), min(1.0, acc + half)
+
+
+def bootstrap_interval(correct: Sequence[float], iters: int = 2000, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap over items of the mean of `correct` (0/1 per item); deterministic."""
+    xs = [float(x) for x in correct]
+    if not xs:
+        raise ValueError("bootstrap_interval: no items")
+    rng = random.Random(seed)
+    n = len(xs)
+    means = sorted(sum(xs[rng.randrange(n)] for _ in range(n)) / n for _ in range(iters))
+    lo = means[int(math.floor((1 - level) / 2 * (iters - 1)))]
+    hi = means[int(math.ceil((1 + level) / 2 * (iters - 1)))]
+    return lo, hi
+
+
+def constant_scorer_chance(golds: Sequence[int]) -> float:
+    """Accuracy of a scorer that gives every choice the same score, under lm-eval's rule that
+    the first of tied choices wins: the share of items whose gold is choice 0."""
+    if not golds:
+        return 0.0
+    return sum(1 for g in golds if g == 0) / len(golds)
+
+
+def format_acc(acc: float | None, n: int | None) -> str:
+    """'62.0 [55.3, 68.7] n=200' (percent); 'n/a' for None."""
+    if acc is None:
+        return "n/a"
+    if not n:
+        return f"{100 * acc:.1f}"
+    lo, hi = accuracy_interval(acc, n)
+    return f"{100 * acc:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] n={n}"
