@@ -28,7 +28,15 @@ from typing import Any
 import numpy as np
 from hnetbench.config import DataConfig
 from hnetbench.data import shards as sh
-from hnetbench.data.corpus import SPLITS, DataError, all_documents, cache_dir, corpus_path, split_of
+from hnetbench.data.corpus import (
+    SPLITS,
+    DataError,
+    all_documents,
+    cache_dir,
+    corpus_path,
+    load_documents,
+    split_of,
+)
 
 DEFAULT_SHARD_TOKENS = 1 << 26  # 64 Mi ids per shard (64 MB for bytes)
 CHUNK_BYTES = 1 << 22  # documents handed to a worker at a time (~4 MB of text)
@@ -96,6 +104,24 @@ def iter_documents(cfg: DataConfig) -> Iterator[bytes]:
         total += len(d)
         if cfg.max_bytes and total >= cfg.max_bytes:
             return
+
+
+# bump when the assignment of documents to splits changes: cached preparations are then redone
+SPLIT_SCHEME = "units-4k-decontaminated"
+
+
+def iter_split_documents(cfg: DataConfig) -> Iterator[tuple[bytes, str]]:
+    """(document, split) pairs in a fixed order. The embedded corpora come split exactly as
+    everywhere else in the suite (corpus.split_documents: ~4 kB units by hash, the test split
+    decontaminated against train, so the shipped tasks never overlap the training data); other
+    sources split whole documents by hash (corpus.split_of)."""
+    if cfg.source == "embedded":
+        for s in SPLITS:
+            for unit in load_documents(cfg.domain, s):
+                yield unit, s
+        return
+    for doc in iter_documents(cfg):
+        yield doc, split_of(doc)
 
 
 def prepare_tokenizer(cfg: DataConfig):
@@ -292,8 +318,7 @@ def prepare(
                     consume(s_, nb_, *fut.result())
             chunk, chunk_splits, size = [], [], 0
 
-        for doc in iter_documents(cfg):
-            s = split_of(doc)
+        for doc, s in iter_split_documents(cfg):
             if skip[s]:  # written before the kill: not tokenized again
                 skip[s] -= 1
                 continue
@@ -336,7 +361,7 @@ def prepared_dir(cfg: DataConfig, tok: Any) -> Path:
             raise DataError("data.path: required for data.source=prepared (a prepared folder)")
         return Path(cfg.path).expanduser() / tok.name
     key = json.dumps([source_record(cfg), input_stamp(cfg), sh.tokenizer_fingerprint(tok),
-                      sh.FORMAT_VERSION], sort_keys=True)
+                      sh.FORMAT_VERSION, SPLIT_SCHEME], sort_keys=True)
     return cache_dir() / "prepared" / hashlib.sha256(key.encode()).hexdigest()[:20]
 
 

@@ -31,7 +31,10 @@ PROGRESS = "progress.json"
 
 
 def tokenizer_fingerprint(tok: Any) -> str:
-    """Stable id of a tokenizer's vocabulary: name, size, BOS and every id's bytes."""
+    """Stable id of a tokenizer: its `identity()` where it has one (that covers the serialised
+    model: unigram scores, merge order, split pattern), else name, size, BOS and each id's bytes."""
+    if callable(getattr(tok, "identity", None)):
+        return hashlib.sha256(tok.identity().encode()).hexdigest()[:16]
     h = hashlib.sha256(f"{tok.name}|{tok.vocab_size}|{tok.bos_id}".encode())
     for i in range(tok.vocab_size):
         b = tok.token_bytes(i)

@@ -52,10 +52,15 @@ def test_ci_runs_the_readme_test_command_verbatim() -> None:
 @pytest.mark.slow
 def test_installed_package_finds_its_data(tmp_path: Path) -> None:
     """`pip install .` (not editable) into a fresh venv: corpora, tasks and specs are installed."""
+    # build from a copy: setuptools leaves build/ in the source tree, and a stale build/lib
+    # would put deleted modules into the wheel
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "results", "*.egg-info", "__pycache__", ".pytest_cache"))
     wheels = tmp_path / "wheels"
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(wheels), str(ROOT)],
+         "-w", str(wheels), str(src)],
         capture_output=True, text=True,
     )
     assert build.returncode == 0, build.stderr[-2000:]
