@@ -263,12 +263,12 @@ def table3(runs: list[Run]) -> Table | None:
     cols = ["source", "model", "scale", "run", "task", "clean (%)"] + [
         f"{lab} (%)" for _, lab in perts
     ]
-    cols += ["Avg (%)", "Score"]
+    cols += ["Avg (%)", "Score", "chance (%)", "clean 95% CI (%)", "n"]
     t = Table(
         "table3",
         "Table 3: robustness to perturbations (cf. paper Table 3)",
         cols,
-        fmt={c: ".1f" for c in cols[5:]},
+        fmt={**{c: ".1f" for c in cols[5:]}, "n": ".0f"},
     )
     ref: list[str] = []
 
@@ -338,19 +338,33 @@ def _table3_row(t: Table, r: Run, task: str, d: dict, perts: list[tuple[str, str
         "task": task,
         "clean (%)": _val(t, _pct(d.get("clean")), "no clean accuracy recorded"),
     }
+    na = set(d.get("na") or [])  # changes < 1% of the task's characters: not a perturbation here
     vals = []
     for key, lab in perts:
         v = by_key.get(key)
+        if key in na:
+            cells[f"{lab} (%)"] = _blank(
+                t, "n/a: the perturbation changes < 1% of this task's characters (docs/EVALS.md)")
+            continue
         cells[f"{lab} (%)"] = _val(
             t, None if v is None else 100.0 * v, "perturbation not evaluated"
         )
         if v is not None:
             vals.append(100.0 * v)
-    cells["Avg (%)"] = (
-        sum(vals) / len(vals)
-        if vals and len(vals) == len(perts)
-        else _blank(t, "Avg needs every perturbation column")
-    )
+    avg = _num(d.get("avg"))  # eval.json's, over the applicable perturbations
+    if avg is not None:
+        cells["Avg (%)"] = 100.0 * avg
+    elif vals and len(vals) == len(perts) - len(na & {k for k, _ in perts}):
+        cells["Avg (%)"] = sum(vals) / len(vals)
+    else:
+        cells["Avg (%)"] = _blank(t, "Avg needs every applicable perturbation column")
+    chance = _num(d.get("chance"))
+    cells["chance (%)"] = None if chance is None else 100.0 * chance
+    ci = d.get("ci95") or {}
+    lo_hi = ci.get("clean")
+    if isinstance(lo_hi, (list, tuple)) and len(lo_hi) == 2:
+        cells["clean 95% CI (%)"] = f"[{100 * lo_hi[0]:.1f}, {100 * lo_hi[1]:.1f}]"
+    cells["n"] = _num(ci.get("n"))
     score = _num(d.get("score"))
     cells["Score"] = _val(
         t, score, "score undefined (clean accuracy at or below chance) or not recorded"

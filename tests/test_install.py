@@ -66,6 +66,7 @@ def test_installed_package_finds_its_data(tmp_path: Path) -> None:
     assert build.returncode == 0, build.stderr[-2000:]
     # a fresh install prints no setuptools warnings (data folders are declared packages)
     assert "recognizes" not in build.stderr and "absent from the `packages`" not in build.stderr
+    assert "deprecated" not in build.stderr, build.stderr[-2000:]
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
