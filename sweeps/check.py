@@ -91,25 +91,26 @@ def _files(d) -> list:
 
 
 def slurm_problems(spec: SweepSpec, runs: list[PlannedRun]) -> list[str]:
-    from hnetbench.sweeps.executors import check_available
+    from hnetbench.sweeps.executors import check_available, tasks_per_node
 
     s, out = spec.slurm, []
     try:
         check_available("slurm")
     except ConfigError as e:
         out.append(str(e))
-    for key in ("nodes", "gpus_per_node", "cpus_per_task", "mem_gb", "time_min",
-                "array_parallelism"):
+    for key in ("nodes", "cpus_per_task", "mem_gb", "time_min", "array_parallelism"):
         if not isinstance(getattr(s, key), int) or getattr(s, key) < 1:
             out.append(f"slurm.{key}: expected a positive integer, got {getattr(s, key)!r}")
-    if not isinstance(s.max_requeue, int) or s.max_requeue < 0:
-        out.append(f"slurm.max_requeue: expected >= 0, got {s.max_requeue!r}")
-    world = s.nodes * s.gpus_per_node if isinstance(s.nodes, int) and isinstance(
-        s.gpus_per_node, int) else 0
+    for key in ("gpus_per_node", "max_requeue"):  # 0 GPUs: a CPU partition
+        if not isinstance(getattr(s, key), int) or getattr(s, key) < 0:
+            out.append(f"slurm.{key}: expected an integer >= 0, got {getattr(s, key)!r}")
+    ok = all(isinstance(getattr(s, k), int) and getattr(s, k) >= 0
+             for k in ("nodes", "gpus_per_node", "tasks_per_node"))
+    world = s.nodes * tasks_per_node(spec) if ok else 0
     for r in runs:
         if world > 0 and r.cfg.data.batch_size % world:
             out.append(f"{r.run_id} {r.label}: data.batch_size {r.cfg.data.batch_size} is not a "
-                       f"multiple of the job's {world} ranks (slurm.nodes x gpus_per_node)")
+                       f"multiple of the job's {world} ranks (slurm.nodes x tasks per node)")
     return out
 
 

@@ -100,7 +100,9 @@ def test_batch_fields_bos_and_doc_start():
         assert (y[:, :-1][x[:, 1:] == bos] == IGNORE).all()
         assert batch["n_bytes"] == int((y != IGNORE).sum())  # byte tokenizer: 1 byte per target
         starts += int(ds.sum())
-    assert starts >= 20  # zh documents are short (poems): many starts in 20 x 4 x 128 bytes
+    # zh documents are short (poems; long help pages come as ~4 kB split units): many starts
+    # in 20 x 4 x 128 bytes
+    assert starts >= 10
 
 
 def test_resume_is_exact_mid_epoch_and_across_epochs():
