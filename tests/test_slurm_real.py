@@ -26,6 +26,7 @@ from hnetbench.sweeps.state import read_status
 
 pytestmark = pytest.mark.slow
 SCRIPT = Path(hnetbench.__file__).parent / "sweeps" / "slurm_cluster.sh"
+# "endless" runs below train 50000 x 2 x 64 B = 6.4 MB < the en train split, so --check passes
 TINY = {
     "preset": "llamabyte@cpu-tiny",
     "data": {"domain": "en", "seq_len": 64, "batch_size": 2},
@@ -181,7 +182,7 @@ def test_requeue_resumes_bitwise_and_time_limit_signal_saves_at_its_step(env, tm
 
     long = {**TINY, "train": {**TINY["train"], "steps": 300, "ckpt_every": 1000}}
     req = spec(tmp_path, "requeue", base=long)
-    endless = {**TINY, "train": {**TINY["train"], "steps": 50000, "ckpt_every": 1000}}  # < the data: --check passes
+    endless = {**TINY, "train": {**TINY["train"], "steps": 50000, "ckpt_every": 1000}}
     # two tasks: the ranks must agree on the step the signal stops at
     tl = spec(tmp_path, "timelimit", base=endless,
               slurm={"time_min": 3, "signal_delay_s": 110, "tasks_per_node": 2})
@@ -232,7 +233,7 @@ def test_queued_running_cancel_and_slurm_failures(env, tmp_path):
     from hnetbench.sweeps.runner import cancel_sweep, sweep_status
     from hnetbench.sweeps.state import live_owner
 
-    endless = {**TINY, "train": {**TINY["train"], "steps": 50000, "ckpt_every": 1000}}  # < the data: --check passes
+    endless = {**TINY, "train": {**TINY["train"], "steps": 50000, "ckpt_every": 1000}}
     busy = spec(tmp_path, "busy", base=endless, axes={"grid": {"train.seed": [0, 1]}},
                 slurm={"array_parallelism": 1})
     broken = spec(tmp_path, "broken", slurm={"setup": ["exit 3"]})
