@@ -115,6 +115,11 @@ def build_report(
             text = {"md": tab.to_markdown, "tex": tab.to_latex, "csv": tab.to_csv}[ext]()
             atomic_write_text(p, text)
             written.setdefault(key, []).append(p)
+    # a table an earlier build wrote (a rerun after a kill, runs since removed) but this one did
+    # not is stale: the tables/ folder always says what report.md says
+    for p in sorted((out / "tables").glob("*")) if (out / "tables").is_dir() else []:
+        if p.is_file() and p.suffix.lstrip(".") in formats and p.stem not in tables:
+            p.unlink(missing_ok=True)
 
     fig_paths = figs.save_all(runs, out / "figures")
     fits = figs.scaling_fits(runs)
