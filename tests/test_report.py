@@ -279,6 +279,9 @@ def test_tables_3_4_5(sweep: Path):
         "UpperCase (%)",
         "Avg (%)",
         "Score",
+        "chance (%)",
+        "clean 95% CI (%)",
+        "n",
     ]
     (i,) = rows_of(t3, source="measured", run="hnet-1stage-8000000000000")
     assert t3.value(i, "RandomCase (%)") == pytest.approx(33.0)
@@ -497,3 +500,28 @@ def test_cli_errors_are_one_line(tmp_path: Path, args: list[str], needle: str):
     )
     assert p.returncode == 2
     assert p.stderr.count("\n") == 1 and needle in p.stderr
+
+
+def test_table3_uses_eval_avg_na_chance_and_interval(tmp_path: Path):
+    from hnetbench.reports.runs import Run
+
+    rob = {"clean": 0.6, "antspeak": 0.4, "drop": 0.5, "randomcase": None, "repeat": 0.45,
+           "uppercase": None, "na": ["randomcase", "uppercase"], "avg": 0.45, "chance": 0.25,
+           "score": 0.571, "ci95": {"n": 200, "method": "normal approximation",
+                                    "clean": [0.532, 0.668]}}
+    run = Run(run_id="r1", path=tmp_path / "r1", config={"name": "zhrun"},
+              eval={"robustness": {"hnb_cont_zh": rob}}, family="hnet-1stage",
+              scale="cpu-tiny", domain="zh", label="zhrun")
+    en = Run(run_id="r2", path=tmp_path / "r2", config={"name": "enrun"},
+             eval={"robustness": {"hnb_cont_en": {
+                 "clean": 0.6, "antspeak": 0.4, "drop": 0.5, "randomcase": 0.3, "repeat": 0.45,
+                 "uppercase": 0.35, "na": [], "avg": 0.4, "chance": 0.25, "score": 0.4}}},
+             family="hnet-1stage", scale="cpu-tiny", domain="en", label="enrun")
+    assert "RandomCase (%)" not in R.table3([run]).columns  # n/a everywhere: no column
+    t3 = R.table3([run, en])
+    (i,) = rows_of(t3, source="measured", run="zhrun")
+    assert t3.value(i, "Avg (%)") == pytest.approx(45.0)  # eval.json's, n/a excluded
+    assert t3.value(i, "RandomCase (%)") is None
+    assert "n/a" in notes_of(t3, i, "RandomCase (%)")[0]
+    assert t3.value(i, "chance (%)") == pytest.approx(25.0) and t3.value(i, "n") == 200
+    assert t3.value(i, "clean 95% CI (%)") == "[53.2, 66.8]"
