@@ -122,9 +122,17 @@ def _task_cells(t: Table, r: Run, tcols: list[tuple[str, str, str]]) -> dict[str
     """The run's value for each task column (accuracies in percent), blank + footnote if absent."""
     cells = {}
     for task, metric, col in tcols:
-        v = _metrics((r.eval.get("tasks") or {}).get(task)).get(metric)
+        res = (r.eval.get("tasks") or {}).get(task)
+        v = _metrics(res).get(metric)
         v = v * 100.0 if v is not None and _is_pct(metric) else v
         cells[col] = _val(t, v, "task not evaluated for this run")
+        ci = (res or {}).get("ci95") if isinstance(res, dict) else None
+        lo_hi = ci.get(metric) if isinstance(ci, dict) else None
+        if v is not None and _is_pct(metric) and isinstance(lo_hi, (list, tuple)) \
+                and len(lo_hi) == 2:  # every accuracy carries its 95% interval (eval.json)
+            note = t.note(f"{r.name}, {task} {metric}: 95% CI [{100 * lo_hi[0]:.1f}, "
+                          f"{100 * lo_hi[1]:.1f}], n={ci.get('n')} ({ci.get('method', '')})")
+            cells[col] = Cell(v, (note,))
     return cells
 
 

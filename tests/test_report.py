@@ -525,3 +525,17 @@ def test_table3_uses_eval_avg_na_chance_and_interval(tmp_path: Path):
     assert "n/a" in notes_of(t3, i, "RandomCase (%)")[0]
     assert t3.value(i, "chance (%)") == pytest.approx(25.0) and t3.value(i, "n") == 200
     assert t3.value(i, "clean 95% CI (%)") == "[53.2, 66.8]"
+
+
+def test_task_accuracy_cells_carry_their_95_interval(tmp_path: Path):
+    from hnetbench.reports.runs import Run
+
+    ev = {"tasks": {"hnb_cont_en": {"acc": 0.6, "ci95": {"n": 200, "method": "normal",
+                                                         "acc": [0.532, 0.668]}}}}
+    run = Run(run_id="r1", path=tmp_path / "r1", config={"name": "enrun"}, eval=ev,
+              family="hnet-1stage", scale="cpu-tiny", domain="en", label="enrun")
+    t2 = R.table2([run])
+    (i,) = rows_of(t2, source="measured")
+    col = next(c for c in t2.columns if c.startswith("hnb_cont_en"))
+    assert t2.value(i, col) == pytest.approx(60.0)
+    assert notes_of(t2, i, col) == ["enrun, hnb_cont_en acc: 95% CI [53.2, 66.8], n=200 (normal)"]
