@@ -357,6 +357,11 @@ def _table3_row(t: Table, r: Run, task: str, d: dict, perts: list[tuple[str, str
         cells[f"{lab} (%)"] = _val(
             t, None if v is None else 100.0 * v, "perturbation not evaluated"
         )
+        lo_hi = (d.get("ci95") or {}).get(key)
+        if v is not None and isinstance(lo_hi, (list, tuple)) and len(lo_hi) == 2:
+            note = t.note(f"{r.name}, {task} {lab}: 95% CI [{100 * lo_hi[0]:.1f}, "
+                          f"{100 * lo_hi[1]:.1f}], n={(d.get('ci95') or {}).get('n')}")
+            cells[f"{lab} (%)"] = Cell(100.0 * v, (note,))
         if v is not None:
             vals.append(100.0 * v)
     avg = _num(d.get("avg"))  # eval.json's, over the applicable perturbations

@@ -525,6 +525,10 @@ def test_table3_uses_eval_avg_na_chance_and_interval(tmp_path: Path):
     assert "n/a" in notes_of(t3, i, "RandomCase (%)")[0]
     assert t3.value(i, "chance (%)") == pytest.approx(25.0) and t3.value(i, "n") == 200
     assert t3.value(i, "clean 95% CI (%)") == "[53.2, 66.8]"
+    rob["ci95"]["drop"] = [0.431, 0.569]  # each perturbed accuracy carries its interval too
+    t3 = R.table3([run, en])
+    (i,) = rows_of(t3, source="measured", run="zhrun")
+    assert notes_of(t3, i, "Drop (%)") == ["zhrun, hnb_cont_zh Drop: 95% CI [43.1, 56.9], n=200"]
 
 
 def test_task_accuracy_cells_carry_their_95_interval(tmp_path: Path):
