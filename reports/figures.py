@@ -287,17 +287,21 @@ def robustness(runs: list[Run]) -> Figure | None:
     _theme()
     perts = perturbation_columns(entries)
     tasks = sorted({t for _, t, _ in entries})
-    fig, axes = _panels(len(tasks), "Accuracy under perturbations")
+    fig, axes = _panels(len(tasks), "Accuracy under perturbations (lines: 95% intervals)")
     for ax, task in zip(axes, tasks):
         rows = []
         for r, t, d in entries:
             if t != task:
                 continue
             by_key = {_pert_key(k): _num(v) for k, v in d.items()}
+            ci = d.get("ci95") or {}
             for cond, key in [("clean", "clean")] + [(lab, k) for k, lab in perts]:
                 if by_key.get(key) is not None:
+                    lo_hi = ci.get(key) if isinstance(ci.get(key), (list, tuple)) else None
                     rows.append(
-                        {"condition": cond, "accuracy": 100.0 * by_key[key], "run": r.label}
+                        {"condition": cond, "accuracy": 100.0 * by_key[key], "run": r.label,
+                         "lo": 100.0 * lo_hi[0] if lo_hi else None,
+                         "hi": 100.0 * lo_hi[1] if lo_hi else None}
                     )
         df = pd.DataFrame(rows)
         if df.empty:
@@ -318,8 +322,20 @@ def robustness(runs: list[Run]) -> Figure | None:
             saturation=1.0,
             ax=ax,
         )
+        used = [o for o in order if o in set(df["condition"])]
         seen: set[str] = set()
         for bars, label in zip(ax.containers, labels):
+            # 95% interval of each accuracy (eval.json's ci95) as a line through its bar; lines,
+            # not errorbar containers, so ax.containers stays one bar group per run
+            mine = df[df["run"] == label].set_index("condition")
+            for bar in bars:
+                cond_i = int(round(bar.get_x() + bar.get_width() / 2))
+                cond = used[cond_i] if 0 <= cond_i < len(used) else None
+                if cond in mine.index and mine.loc[cond, "lo"] is not None \
+                        and mine.loc[cond, "lo"] == mine.loc[cond, "lo"]:
+                    x = bar.get_x() + bar.get_width() / 2
+                    ax.vlines(x, mine.loc[cond, "lo"], mine.loc[cond, "hi"], colors="black",
+                              linewidth=0.8)
             bars.set_label(label)  # the legend reads containers, so hatches show there too
             if fam[label] in seen:  # same family twice: hatch the second so bars stay apart
                 for bar in bars:

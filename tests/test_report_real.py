@@ -254,6 +254,15 @@ def test_figures_show_the_runs(real_sweep):
         assert sorted(heights[1:]) == pytest.approx(
             sorted(100 * rob[p] for p in PERTURBATIONS)
         )
+    # each bar's 95% interval (eval.json's ci95) is a vertical line through it
+    segs = [seg for coll in ax.collections for seg in coll.get_segments()]
+    assert len(segs) == sum(len(bars) for bars in ax.containers)
+    lows = sorted(round(float(seg[0][1]), 6) for seg in segs)
+    robs = [load(r.path, "eval.json")["robustness"]["hnb_cont_en"] for r in runs
+            if "hnb_cont_en" in (load(r.path, "eval.json") or {}).get("robustness", {})]
+    want = sorted(round(100 * rob["ci95"][k][0], 6) for rob in robs
+                  for k in ("clean", *PERTURBATIONS))
+    assert lows == pytest.approx(want)
 
 
 def test_report_md_links_existing_files(real_sweep):
