@@ -7,7 +7,7 @@ labelled "paper", never mixed in.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from hnetbench.reports.render import Cell, Table
@@ -118,6 +118,11 @@ def _task_fmt(tcols: list[tuple[str, str, str]]) -> dict[str, str]:
     return {c: ".1f" if _is_pct(m) else ".4g" for _, m, c in tcols}
 
 
+def _pct_interval(lo_hi: Sequence[float]) -> str:
+    """An eval.json `ci95` pair of fractions as "[lo, hi]" in percent."""
+    return f"[{100 * lo_hi[0]:.1f}, {100 * lo_hi[1]:.1f}]"
+
+
 def _task_cells(t: Table, r: Run, tcols: list[tuple[str, str, str]]) -> dict[str, Cell]:
     """The run's value for each task column (accuracies in percent), blank + footnote if absent."""
     cells = {}
@@ -130,8 +135,8 @@ def _task_cells(t: Table, r: Run, tcols: list[tuple[str, str, str]]) -> dict[str
         lo_hi = ci.get(metric) if isinstance(ci, dict) else None
         if v is not None and _is_pct(metric) and isinstance(lo_hi, (list, tuple)) \
                 and len(lo_hi) == 2:  # every accuracy carries its 95% interval (eval.json)
-            note = t.note(f"{r.name}, {task} {metric}: 95% CI [{100 * lo_hi[0]:.1f}, "
-                          f"{100 * lo_hi[1]:.1f}], n={ci.get('n')} ({ci.get('method', '')})")
+            note = t.note(f"{r.name}, {task} {metric}: 95% CI {_pct_interval(lo_hi)}, "
+                          f"n={ci.get('n')} ({ci.get('method', '')})")
             cells[col] = Cell(v, (note,))
     return cells
 
@@ -359,8 +364,8 @@ def _table3_row(t: Table, r: Run, task: str, d: dict, perts: list[tuple[str, str
         )
         lo_hi = (d.get("ci95") or {}).get(key)
         if v is not None and isinstance(lo_hi, (list, tuple)) and len(lo_hi) == 2:
-            note = t.note(f"{r.name}, {task} {lab}: 95% CI [{100 * lo_hi[0]:.1f}, "
-                          f"{100 * lo_hi[1]:.1f}], n={(d.get('ci95') or {}).get('n')}")
+            note = t.note(f"{r.name}, {task} {lab}: 95% CI {_pct_interval(lo_hi)}, "
+                          f"n={(d.get('ci95') or {}).get('n')}")
             cells[f"{lab} (%)"] = Cell(100.0 * v, (note,))
         if v is not None:
             vals.append(100.0 * v)
@@ -376,7 +381,7 @@ def _table3_row(t: Table, r: Run, task: str, d: dict, perts: list[tuple[str, str
     ci = d.get("ci95") or {}
     lo_hi = ci.get("clean")
     if isinstance(lo_hi, (list, tuple)) and len(lo_hi) == 2:
-        cells["clean 95% CI (%)"] = f"[{100 * lo_hi[0]:.1f}, {100 * lo_hi[1]:.1f}]"
+        cells["clean 95% CI (%)"] = _pct_interval(lo_hi)
     cells["n"] = _num(ci.get("n"))
     score = _num(d.get("score"))
     cells["Score"] = _val(
