@@ -4,6 +4,7 @@ checkpoints, and the CLI."""
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -69,8 +70,11 @@ def test_run_directory_metrics_and_reload(tmp_path):
     for name, t in model.state_dict().items():
         assert torch.equal(t, weights[name]), name
 
-    # a finished run is not redone
+    # a finished run is not redone, but a pruning a kill interrupted (the save renamed step 6
+    # into place, the kill came before step 3 was removed) is finished on the rerun
+    shutil.copytree(out / "ckpt" / "step_000006", out / "ckpt" / "step_000003")
     assert train(run_cfg, out) == summary
+    assert [s for s, _ in list_checkpoints(out / "ckpt")] == [6]
     # killed after the final checkpoint, before summary.json: only the final eval is redone
     (out / "summary.json").unlink()
     again = train(run_cfg, out)

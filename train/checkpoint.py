@@ -179,10 +179,16 @@ def save_checkpoint(
         _remove(final)
     os.replace(tmp, final)
     _fsync(root)
-    if keep_last > 0:
-        for _, old in list_checkpoints(root)[:-keep_last]:
-            _remove(old)
+    prune_checkpoints(root, keep_last)
     return final
+
+
+def prune_checkpoints(ckpt_root: str | os.PathLike, keep_last: int) -> None:
+    """Keep the newest `keep_last` checkpoints (<= 0 keeps all). Called after every save and
+    again on resume: a kill between a save's rename and its pruning leaves one too many."""
+    if keep_last > 0:
+        for _, old in list_checkpoints(ckpt_root)[:-keep_last]:
+            _remove(old)
 
 
 def _remove(ckpt_dir: Path) -> None:

@@ -188,6 +188,10 @@ class Trainer:
         path, manifest, self.skipped_ckpts = ck.newest_valid_checkpoint(self.ckpt_root)
         if path is None or manifest is None:
             return None, None
+        if self.env.is_main and not self.skipped_ckpts:
+            # finish a pruning a kill interrupted (only when the newest verifies: a fallback
+            # must not lose the older checkpoint it resumes from)
+            ck.prune_checkpoints(self.ckpt_root, self.tc.keep_last)
         if self.skipped_ckpts and self.env.is_main:  # never silent: one line here, one in metrics
             print(f"[{self.cfg.name}] resuming from {path} (step {manifest['step']}), the newest "
                   f"checkpoint that verifies; skipped: {'; '.join(self.skipped_ckpts)}",
