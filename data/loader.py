@@ -139,21 +139,31 @@ class PackedLoader:
         per = B // self.world_size
         lo = self.rank * per
         mine = windows[lo : lo + per]
-        rows = np.full((per, T + 1), -1, dtype=np.int32)  # -1 = padding; int32 halves traffic
+        # one int64 buffer filled straight from the shards: inputs/targets are views of it
+        rows = np.empty((per, T + 1), dtype=np.int64)
+        short = len(mine) < per  # the last batch of an epoch: rows without a window are padding
+        rows[len(mine):] = -1
         for r, w in enumerate(mine):
-            chunk = self.data.read(int(w) * T, int(w) * T + T + 1)
-            rows[r, : len(chunk)] = chunk
-        inputs, targets = rows[:, :-1], rows[:, 1:]  # views: masks first, then int64 copies
-        scored = (targets >= 0) & (targets != bos)
+            n = len(self.data.read(int(w) * T, int(w) * T + T + 1, out=rows[r]))
+            if n < T + 1:  # the stream's end (val/test): padding reads as a fresh document
+                rows[r, n:] = -1
+                short = True
+        inputs, targets = rows[:, :-1], rows[:, 1:]
+        scored = targets != bos
+        if short:
+            scored &= targets >= 0
         if self.tokenizer.name == "bytes":  # one byte per scored target
             n_bytes = int(np.count_nonzero(scored))
         else:
             n_bytes = int(self._token_len[np.where(scored, targets, -1)].sum())
-        doc_start = (inputs == bos) | (inputs < 0)  # padding reads as a fresh document start
-        inp = torch.from_numpy(inputs).to(torch.int64).contiguous()
-        inp[torch.from_numpy(inputs < 0)] = bos  # never scored
-        tgt = torch.from_numpy(targets).to(torch.int64).contiguous()
-        tgt[torch.from_numpy(~scored)] = IGNORE
+        doc_start = inputs == bos
+        if short:
+            pad = inputs < 0
+            doc_start |= pad
+            inp = torch.from_numpy(np.where(pad, bos, inputs))  # never scored
+        else:
+            inp = torch.from_numpy(np.ascontiguousarray(inputs))
+        tgt = torch.from_numpy(np.where(scored, targets, IGNORE))
         batch = {
             "input_ids": inp,
             "targets": tgt,

@@ -231,10 +231,13 @@ class PreparedSplit:
             self._maps[k] = (toks, docs)
         return self._maps[k]
 
-    def read(self, a: int, b: int) -> np.ndarray:
-        """stream[a:b] as int32 (clipped to the stream's end)."""
+    def read(self, a: int, b: int, out: np.ndarray | None = None) -> np.ndarray:
+        """stream[a:b] (clipped to the stream's end), as int32 or written into `out` (any
+        integer dtype, at least b - a long): returns the filled part."""
         b = min(b, self.stream_len)
-        parts = []
+        if out is None:
+            out = np.empty(max(0, b - a), dtype=np.int32)
+        o = 0
         k = int(np.searchsorted(self.starts, a, side="right")) - 1
         pos = a
         while pos < b:
@@ -245,16 +248,20 @@ class PreparedSplit:
             d_a = int(np.searchsorted(bos, lo, side="left"))
             d_b = int(np.searchsorted(bos, hi, side="left"))
             t0 = lo - d_a
-            slab = toks[t0 : t0 + (hi - lo) - (d_b - d_a)].astype(np.int32)
-            if d_b > d_a:  # insert BOS before the tokens of each document starting here
+            slab = toks[t0 : t0 + (hi - lo) - (d_b - d_a)]
+            dst = out[o : o + hi - lo]
+            if d_b > d_a:  # BOS before the tokens of each document starting here
                 marks = np.asarray(bos[d_a:d_b], dtype=np.int64) - lo
-                slab = np.insert(slab, marks - np.arange(d_b - d_a), self.bos_id)
-            parts.append(slab)
-            pos += hi - lo
+                keep = np.ones(hi - lo, dtype=bool)
+                keep[marks] = False
+                dst[marks] = self.bos_id
+                dst[keep] = slab
+            else:
+                dst[:] = slab
+            o += hi - lo
+            pos = hi + s0
             k += 1
-        if len(parts) == 1:
-            return parts[0]
-        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int32)
+        return out[:o]
 
     def documents(self) -> Iterator[np.ndarray]:
         """Token ids of each document, in prepared order (a view into the memmap)."""
