@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from hnetbench.evals.intervals import RATIO_METHOD, ratio_interval
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -123,7 +124,10 @@ def evaluate_bpb(
 ) -> dict:
     """Bits per byte of `documents` (see module doc). seq_len/stride are in model tokens.
 
-    Returns dict(bpb, nats, bytes, tokens, ppl, bytes_per_chunk); ppl = exp(nats per byte),
+    Returns dict(bpb, ci95, nats, bytes, tokens, ppl, bytes_per_chunk); ci95 = {"bpb": [lo, hi],
+    "n": documents, "method"}: a 95% interval over the documents scored (None for one document;
+    it says how much the number depends on which text was held out, not on the seed);
+    ppl = exp(nats per byte),
     which for DNA is the perplexity per base pair of the paper's Table 5; bytes_per_chunk maps
     stage{s} -> model input positions per chunk kept by stage s (empty for isotropic models).
     """
@@ -133,7 +137,8 @@ def evaluate_bpb(
     bos = tokenizer.bos_id
     special = {i for i in range(tokenizer.vocab_size) if tokenizer.token_bytes(i) == b""}
     total_nats, total_bytes, total_tokens = 0.0, 0, 0
-    seqs, tails, masks = [], [], []
+    seqs, tails, masks, owner = [], [], [], []  # owner: the document of each window
+    doc_bytes: list[int] = []
     budget = max_bytes
     for doc in documents:
         data = doc.encode("utf-8") if isinstance(doc, str) else bytes(doc)
@@ -150,21 +155,31 @@ def evaluate_bpb(
             continue
         ids = [bos] + list(tokenizer.encode(data))
         total_bytes += len(data)
+        doc_bytes.append(len(data))
         for start, end, n in windows(len(ids), seq_len, stride):
             seq = ids[start:end]
             seqs.append(seq)
+            owner.append(len(doc_bytes) - 1)
             tails.append(n)
             masks.append(torch.tensor([t not in special for t in seq[-n:]]))
     counts: dict[str, int] = {}
     scored = score_tails(model, seqs, tails, 0, bos, batch_size, chunk_counts=counts)
-    for (nats, _), keep in zip(scored, masks):
-        total_nats += float(nats[keep].sum())
+    doc_nats = [0.0] * len(doc_bytes)
+    for (nats, _), keep, d in zip(scored, masks, owner):
+        v = float(nats[keep].sum())
+        total_nats += v
+        doc_nats[d] += v
         total_tokens += int(keep.sum())
     model.train(was_training)
     if total_bytes == 0:
         raise ValueError("evaluate_bpb: no bytes to score (empty documents)")
+    ci = None
+    if len(doc_bytes) >= 2:  # documents are the units: BPB = their bits / their bytes
+        _, lo, hi = ratio_interval([v / math.log(2) for v in doc_nats], doc_bytes)
+        ci = {"bpb": [lo, hi], "n": len(doc_bytes), "method": RATIO_METHOD}
     return {
         "bpb": total_nats / math.log(2) / total_bytes,
+        "ci95": ci,
         "nats": total_nats,
         "bytes": total_bytes,
         "tokens": total_tokens,

@@ -160,6 +160,8 @@ def _bpb(args: argparse.Namespace) -> int:
     extra = f"  ppl/bp {res['ppl']:.4f}" if domain == "dna" else ""
     print(f"{key}: bpb {res['bpb']:.4f} over {res['bytes']} bytes ({res['tokens']} tokens){extra}")
     update: dict[str, Any] = {"bpb": {key: res["bpb"]}}
+    if res.get("ci95"):  # beside "bpb" (whose values stay plain numbers for every reader)
+        update["bpb_ci95"] = {key: res["ci95"]}
     if domain == "dna":
         update["ppl_per_bp"] = {key: res["ppl"]}
     if res.get("bytes_per_chunk") and domain == run_cfg.data.domain:  # the run's own domain

@@ -144,7 +144,7 @@ def load_tasks(names: list[str], log=print, include_paths: list[str] | None = No
 
 
 def _rows(res: dict) -> dict[str, dict[str, Any]]:
-    from hnetbench.evals.intervals import accuracy_interval
+    from hnetbench.evals.intervals import METHOD, accuracy_interval
 
     out: dict[str, dict[str, Any]] = {}
     n_samples = res.get("n-samples", {})
@@ -156,7 +156,7 @@ def _rows(res: dict) -> dict[str, dict[str, Any]]:
                 row[metric] = float(value)
         n = (n_samples.get(name) or {}).get("effective")
         if row and n:  # nested, so readers that take every number as a metric are unaffected
-            ci: dict[str, Any] = {"n": int(n), "method": "normal approximation"}
+            ci: dict[str, Any] = {"n": int(n), "method": METHOD}
             for m in ("acc", "acc_norm", "acc_bytes", "exact_match"):
                 if m in row:
                     ci[m] = list(accuracy_interval(row[m], int(n)))
@@ -171,7 +171,7 @@ def run_tasks(lm, tasks: dict[str, Any] | list[str], limit: int | float | None =
     """Evaluate zero-shot; returns {task: {metric: value, "ci95": {"n": items, m: [lo, hi]}}}.
 
     `tasks`: loaded Task objects by name, or specs (names, YAML paths, groups) known to `tm`
-    (then group aggregates are reported too). The interval is the normal approximation over
+    (then group aggregates are reported too). The interval is Wilson's over
     the n items evaluated (evals/intervals.py)."""
     import lm_eval
 

@@ -25,7 +25,7 @@ import csv
 import io
 from typing import Any
 
-from hnetbench.evals.intervals import accuracy_interval, constant_scorer_chance
+from hnetbench.evals.intervals import METHOD, accuracy_interval, constant_scorer_chance
 from hnetbench.evals.perturb import ALL_PERTURBATIONS, PERTURBATIONS, PerturbConfig, _apply
 
 MIN_CHANGED = 0.01
@@ -167,7 +167,7 @@ def run_robustness(
         n = (results[name].get("ci95") or {}).get("n")
         row: dict[str, Any] = {"clean": results[name][metric], "changed": changed[name],
                                "na": []}
-        ci: dict[str, Any] = {"n": n, "method": "normal approximation"}
+        ci: dict[str, Any] = {"n": n, "method": METHOD}
         for p in perturbations:
             row[p] = results.get(f"{name}@{p}", {}).get(metric)
             if changed[name][p] < MIN_CHANGED:
@@ -206,7 +206,7 @@ def table(results: dict[str, dict[str, Any]], perturbations=PERTURBATIONS,
           label: str = "") -> tuple[str, str]:
     """(CSV, markdown) in Table 3's layout: accuracies in %, Avg, chance, robustness Score.
 
-    Markdown cells carry the 95% interval's half-width (normal approximation over n items, n in
+    Markdown cells carry the 95% interval's half-width (Wilson score over n items, n in
     its own column); the CSV has <col>_lo/<col>_hi columns. n/a: the perturbation changes < 1%
     of the task's characters and is left out of Avg and Score."""
     acc_cols = ["clean", *perturbations, "avg"]

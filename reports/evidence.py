@@ -98,8 +98,9 @@ def bpb_table(runs: list[Run]) -> Table | None:
               ["domain", "model", "train bytes", "seeds", "BPB", "95% lo", "95% hi", "spread"],
               fmt={"train bytes": "si", "BPB": ".4f", "95% lo": ".4f", "95% hi": ".4f",
                    "spread": ".4f"})
-    note = t.note("one seed: no interval; read differences against the seed spread of "
-                  "the English top-budget runs")
+    note = t.note("one seed: no seed interval (its interval over test documents is "
+                  "footnoted in Tables 2, 4 and 5); read differences against the seed spread "
+                  "of the English top-budget runs")
     for (dom, fam, nbytes), vals in sorted(groups.items()):
         iv = mean_interval(vals)
         t.add(**{"domain": dom, "model": family_label(fam), "train bytes": float(nbytes),

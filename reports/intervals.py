@@ -1,8 +1,9 @@
 """95% intervals for report numbers: seed spread (t), accuracies (Wilson), differences (Welch),
 power-law exponents (OLS in log space), and the verdict rule the claims table uses.
 
-A small local helper until evals' own interval functions land (the lead reconciles them): every
-function here is plain arithmetic on numbers the run directories already hold.
+Accuracies use evals/intervals.py's Wilson interval, the one eval.json stores, so a number has
+the same interval everywhere in the report. Every function here is plain arithmetic on numbers
+the run directories already hold.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from hnetbench.evals.intervals import accuracy_interval
 from scipy import stats
 
 LEVEL = 0.95
@@ -56,11 +58,9 @@ def mean_interval(values: Sequence[float]) -> Interval:
 def proportion_interval(p: float, n: int | None, stderr: float | None = None) -> Interval:
     """An accuracy over n items: Wilson score interval; with only a stderr, p +- z stderr."""
     z = float(stats.norm.ppf(0.5 + LEVEL / 2))
-    if n and n > 0:
-        denom = 1 + z * z / n
-        centre = (p + z * z / (2 * n)) / denom
-        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-        return Interval(p, centre - half, centre + half, n)
+    if n and n > 0:  # the same Wilson interval eval.json stores (evals/intervals.py)
+        lo, hi = accuracy_interval(p, n)
+        return Interval(p, lo, hi, n)
     if stderr is not None and stderr > 0:
         return Interval(p, max(0.0, p - z * stderr), min(1.0, p + z * stderr), 0)
     return Interval(p, None, None, 0)

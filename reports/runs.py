@@ -116,17 +116,33 @@ class Run:
         v = self.summary_num("flops_seen")
         return v if v is not None else self.last_metric("flops_seen")
 
-    def eval_value(self, section: str, domain: str) -> float | None:
-        """eval.json[section]["<domain>/<split>"]: the configured split first, then test, val."""
+    def eval_key(self, section: str, domain: str) -> str | None:
+        """The eval.json[section] key of `domain` shown in the report: "<domain>/<split>" of the
+        configured split first, then test, val, then any split of the domain."""
         table = self.eval.get(section) if isinstance(self.eval.get(section), dict) else {}
         split = (self.config.get("eval") or {}).get("bpb_split", "val")
         for key in (f"{domain}/{split}", f"{domain}/test", f"{domain}/val"):
             if _num(table.get(key)) is not None:
-                return float(table[key])
+                return key
         for key, v in sorted(table.items()):
             if key.split("/")[0] == domain and _num(v) is not None:
-                return float(v)
+                return key
         return None
+
+    def eval_value(self, section: str, domain: str) -> float | None:
+        """eval.json[section][eval_key(section, domain)] as a float (None when absent)."""
+        key = self.eval_key(section, domain)
+        return None if key is None else float(self.eval[section][key])
+
+    def bpb_interval(self, domain: str | None = None) -> dict | None:
+        """eval.json's 95% interval over test documents for the BPB `bpb()` shows:
+        {"bpb": [lo, hi], "n": documents, "method"}, or None (older runs, one document)."""
+        key = self.eval_key("bpb", domain or self.domain)
+        cis = self.eval.get("bpb_ci95")
+        ci = cis.get(key) if isinstance(cis, dict) and key else None
+        ok = isinstance(ci, dict) and isinstance(ci.get("bpb"), (list, tuple)) \
+            and len(ci["bpb"]) == 2 and all(_num(x) is not None for x in ci["bpb"])
+        return ci if ok else None
 
     def bpb(self, domain: str | None = None) -> tuple[float | None, str | None]:
         """Held-out BPB of `domain` (default: the run's): eval.json, else the trainer's last

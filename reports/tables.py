@@ -123,6 +123,19 @@ def _pct_interval(lo_hi: Sequence[float]) -> str:
     return f"[{100 * lo_hi[0]:.1f}, {100 * lo_hi[1]:.1f}]"
 
 
+def _bpb_cell(t: Table, r: Run) -> Cell:
+    """The run's held-out BPB, footnoted with its 95% interval over the test documents."""
+    bpb, note = r.bpb()
+    cell = _val(t, bpb, "no BPB in eval.json or summary.json", note)
+    ci = r.bpb_interval() if note is None else None
+    if bpb is not None and ci:
+        lo, hi = ci["bpb"]
+        cell = Cell(bpb, (t.note(f"{r.name}, BPB: 95% CI [{lo:.3f}, {hi:.3f}] over "
+                                 f"n={ci.get('n')} test documents ({ci.get('method', '')}); "
+                                 "seeds vary it too: see the BPB table"),))
+    return cell
+
+
 def _task_cells(t: Table, r: Run, tcols: list[tuple[str, str, str]]) -> dict[str, Cell]:
     """The run's value for each task column (accuracies in percent), blank + footnote if absent."""
     cells = {}
@@ -195,7 +208,6 @@ def table2(runs: list[Run]) -> Table | None:
 
     ref: list[str] = []
     for r in runs:
-        bpb, bpb_note = r.bpb()
         fpb = r.summary_num("flops_per_byte")
         cells = {
             "source": Cell(MEASURED, _state_note(t, r)),
@@ -206,7 +218,7 @@ def table2(runs: list[Run]) -> Table | None:
             "GFLOPs/byte": _val(
                 t, None if fpb is None else fpb / 1e9, "no summary.json flops_per_byte"
             ),
-            "BPB": _val(t, bpb, "no BPB in eval.json or summary.json", bpb_note),
+            "BPB": _bpb_cell(t, r),
         }
         cells.update(_task_cells(t, r, tcols))
         acc = [cells[c].value for c in pct_cols if cells[c].value is not None]
@@ -426,7 +438,6 @@ def table4(runs: list[Run]) -> Table | None:
     ref: list[tuple[str, str]] = []
     for r in runs:
         bpic, bpic_note = r.bytes_per_innermost_chunk()
-        bpb, bpb_note = r.bpb()
         cells = {
             "source": Cell(MEASURED, _state_note(t, r)),
             "model": family_label(r.family),
@@ -435,7 +446,7 @@ def table4(runs: list[Run]) -> Table | None:
             "domain": r.domain,
             "BPIC": _val(t, bpic, "no bytes_per_chunk in eval.json or metrics.jsonl", bpic_note),
             "main": r.main_layout(),
-            "BPB": _val(t, bpb, "no BPB in eval.json or summary.json", bpb_note),
+            "BPB": _bpb_cell(t, r),
         }
         cells.update(_task_cells(t, r, zh_tasks))
         t.add(**cells)
@@ -492,7 +503,7 @@ def table5(runs: list[Run]) -> Table | None:
             run=r.name,
             main=r.main_layout(),
             params=_val(t, r.summary_num("params"), "no summary.json params"),
-            BPB=_val(t, bpb, "no BPB in eval.json or summary.json", note),
+            BPB=_bpb_cell(t, r),
             ppl=ppl,
             **_task_cells(t, r, tcols),
         )

@@ -84,6 +84,9 @@ def test_uniform_model_is_exactly_8_bpb():
     assert res["bpb"] == pytest.approx(8.0, rel=1e-7)  # float32 logits
     assert res["ppl"] == pytest.approx(256.0)
     assert res["bytes_per_chunk"] == {}
+    # every document costs 8 bits per byte: the interval over documents has no width
+    assert res["ci95"]["n"] == len(docs)
+    assert res["ci95"]["bpb"] == pytest.approx([8.0, 8.0], rel=1e-6)
 
 
 def test_bpe_and_byte_models_score_the_same_bytes(bpe_tok):
@@ -95,6 +98,9 @@ def test_bpe_and_byte_models_score_the_same_bytes(bpe_tok):
     assert rt["tokens"] < rb["tokens"]  # BPE merges bytes, BOS excluded from both
     # uniform over V tokens: every scored token costs log2(V) bits, divided by the same bytes
     assert rt["bpb"] == pytest.approx(rt["tokens"] * math.log2(bpe_tok.vocab_size) / rt["bytes"])
+    # documents compress differently under the BPE: a real interval around the ratio
+    lo, hi = rt["ci95"]["bpb"]
+    assert rt["ci95"]["n"] == 2 and lo < rt["bpb"] < hi  # 5000 bytes: the first 2 documents
 
 
 def test_bpb_matches_the_models_own_loss(trained):

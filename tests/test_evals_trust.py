@@ -383,17 +383,29 @@ def test_intervals():
         bootstrap_interval,
         constant_scorer_chance,
         format_acc,
+        ratio_interval,
     )
 
-    lo, hi = accuracy_interval(0.5, 100)
-    assert (lo, hi) == pytest.approx((0.5 - 0.098, 0.5 + 0.098), abs=1e-3)
-    assert accuracy_interval(1.0, 10) == (1.0, 1.0)
+    lo, hi = accuracy_interval(0.5, 100)  # Wilson: centred at 0.5 here, a bit under +-1.96 sd
+    assert (lo, hi) == pytest.approx((0.5 - 0.0962, 0.5 + 0.0962), abs=1e-4)
+    lo, hi = accuracy_interval(1.0, 10)  # all correct still leaves an interval below 1
+    assert lo == pytest.approx(0.7225, abs=1e-4) and hi == pytest.approx(1.0)
+    lo, hi = accuracy_interval(0.0, 10)
+    assert lo == 0.0 and hi == pytest.approx(0.2775, abs=1e-4)
     xs = [1] * 120 + [0] * 80
     blo, bhi = bootstrap_interval(xs, iters=2000)
     nlo, nhi = accuracy_interval(0.6, 200)
     assert abs(blo - nlo) < 0.02 and abs(bhi - nhi) < 0.02
     assert bootstrap_interval(xs) == bootstrap_interval(xs)  # seeded
     assert constant_scorer_chance([0, 1, 2, 0]) == 0.5
-    assert format_acc(0.6, 200) == "60.0 [53.2, 66.8] n=200" and format_acc(None, 3) == "n/a"
+    assert format_acc(0.6, 200) == "60.0 [53.1, 66.5] n=200" and format_acc(None, 3) == "n/a"
     with pytest.raises(ValueError):
         accuracy_interval(0.5, 0)
+    # BPB over documents: R = 4/2, residuals -1, +1 -> var = 2/1 * 2 / 2^2, t(0.975, 1) = 12.706
+    r, lo, hi = ratio_interval([1.0, 3.0], [1.0, 1.0])
+    assert r == 2.0 and (lo, hi) == pytest.approx((2 - 12.7062, 2 + 12.7062), abs=1e-3)
+    # weighted by bytes: a long document counts for more than a short one
+    r, lo, hi = ratio_interval([10.0, 1.0, 1.1], [10.0, 1.0, 1.0])
+    assert r == pytest.approx(12.1 / 12) and (hi - lo) / 2 == pytest.approx(0.05454, abs=1e-4)
+    with pytest.raises(ValueError):
+        ratio_interval([1.0], [1.0])

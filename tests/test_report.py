@@ -543,3 +543,24 @@ def test_task_accuracy_cells_carry_their_95_interval(tmp_path: Path):
     col = next(c for c in t2.columns if c.startswith("hnb_cont_en"))
     assert t2.value(i, col) == pytest.approx(60.0)
     assert notes_of(t2, i, col) == ["enrun, hnb_cont_en acc: 95% CI [53.2, 66.8], n=200 (normal)"]
+
+
+def test_bpb_cells_carry_their_interval_over_test_documents(tmp_path: Path):
+    from hnetbench.reports.runs import Run
+
+    ev = {"bpb": {"zh/test": 2.5}, "bpb_ci95": {"zh/test": {"bpb": [2.41, 2.59], "n": 9,
+                                                            "method": "t"}}}
+    cfg = {"name": "zhrun", "eval": {"bpb_split": "test"}}
+    run = Run(run_id="r1", path=tmp_path / "r1", config=cfg, eval=ev, family="hnet-1stage",
+              scale="cpu-tiny", domain="zh", label="zhrun")
+    t4 = R.table4([run])
+    (i,) = rows_of(t4, source="measured")
+    assert t4.value(i, "BPB") == pytest.approx(2.5)
+    assert notes_of(t4, i, "BPB") == [
+        "zhrun, BPB: 95% CI [2.410, 2.590] over n=9 test documents (t); seeds vary it too: see "
+        "the BPB table"]
+    # an eval.json from before the interval existed: the value, no footnote, nothing invented
+    del ev["bpb_ci95"]
+    t4 = R.table4([run])
+    (i,) = rows_of(t4, source="measured")
+    assert t4.value(i, "BPB") == pytest.approx(2.5) and notes_of(t4, i, "BPB") == []
