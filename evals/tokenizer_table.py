@@ -2,7 +2,8 @@
 
 `tokenizer_table(runs)` takes run directories (or records: mappings with `config`, `eval`,
 optional `summary` and `match`) and returns one row per run: the tokenizer a Transformer read
-(its bytes per token measured on the domain's validation split), and for byte-level models the
+(its bytes per token on the training split, from summary.json, or measured on the domain's
+validation split for older runs when `measure` is on), and for byte-level models the
 tokenizer of the reference they were compute-matched to (from the sweep's plan.json). Standalone
 so that the report can hook it in wherever its tables live.
 """
@@ -19,7 +20,8 @@ import pandas as pd
 import yaml
 
 COLUMNS = ["domain", "tokenizer", "model", "vocab_size", "bytes_per_token", "bytes_per_chunk",
-           "bpb", "accuracy", "task", "matched_to", "reference_bytes_per_token", "run"]
+           "bpb", "accuracy", "acc_lo", "acc_hi", "n_items", "task", "matched_to",
+           "reference_bytes_per_token", "run"]
 ACC_METRICS = ("acc_norm", "acc", "acc_bytes", "exact_match")
 DOMAIN_ORDER = ("en", "zh", "code", "dna")
 
@@ -84,15 +86,19 @@ def _bpb(ev: Mapping, domain: str) -> float | None:
                  if k.split("/")[0] == domain and _num(v) is not None), None)
 
 
-def _accuracy(ev: Mapping) -> tuple[float | None, str | None]:
+def _accuracy(ev: Mapping) -> tuple[float | None, str | None, list | None, int | None]:
+    """(accuracy, "task:metric", its 95% interval [lo, hi] from eval.json, items)."""
     tasks = ev.get("tasks") if isinstance(ev.get("tasks"), dict) else {}
     for task in sorted(tasks):
         metrics = {str(k).split(",")[0]: v for k, v in (tasks[task] or {}).items()
                    if "stderr" not in str(k) and _num(v) is not None}
         for m in ACC_METRICS:
             if m in metrics:
-                return float(metrics[m]), f"{task}:{m}"
-    return None, None
+                ci = (tasks[task] or {}).get("ci95")
+                ci = ci if isinstance(ci, dict) else {}
+                lo_hi = ci.get(m) if isinstance(ci.get(m), (list, tuple)) else None
+                return float(metrics[m]), f"{task}:{m}", lo_hi, ci.get("n")
+    return None, None, None, None
 
 
 _BPT: dict[str, float | None] = {}
@@ -138,7 +144,7 @@ def tokenizer_table(runs: Iterable[str | Path | Mapping], measure: bool = True) 
         chunks = ev.get("bytes_per_chunk") if isinstance(ev.get("bytes_per_chunk"), dict) else {}
         stages = sorted((int(k[5:]), v) for k, v in chunks.items()
                         if k.startswith("stage") and k[5:].isdigit() and _num(v) is not None)
-        acc, task = _accuracy(ev)
+        acc, task, acc_ci, n_items = _accuracy(ev)
         matched = match.get("reference") if match.get("is_reference") is False else None
         rows.append({
             "domain": domain,
@@ -149,6 +155,9 @@ def tokenizer_table(runs: Iterable[str | Path | Mapping], measure: bool = True) 
             "bytes_per_chunk": float(stages[-1][1]) if stages else None,
             "bpb": _bpb(ev, domain),
             "accuracy": acc,
+            "acc_lo": acc_ci[0] if acc_ci else None,
+            "acc_hi": acc_ci[1] if acc_ci else None,
+            "n_items": n_items,
             "task": task,
             "matched_to": matched,
             "reference_bytes_per_token": _num(match.get("ref_bytes_per_token")) if matched

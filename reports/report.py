@@ -314,7 +314,8 @@ def tokenizer_axis_table(runs: list[Run]) -> Table | None:
     df = tokenizer_table([r.path for r in runs], measure=False)
     table = Table("tokenizers", "Tokenizer axis: bytes/token, BPB, accuracy (ours)",
                   list(df.columns), fmt={"bytes_per_token": ".3f", "bytes_per_chunk": ".2f",
-                                         "bpb": ".3f", "accuracy": ".3f",
+                                         "bpb": ".3f", "accuracy": ".3f", "acc_lo": ".3f",
+                                         "acc_hi": ".3f",
                                          "reference_bytes_per_token": ".3f"})
     for rec in df.to_dict("records"):
         table.add(**{k: (None if isinstance(v, float) and v != v else v) for k, v in rec.items()})

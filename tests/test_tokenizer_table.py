@@ -31,7 +31,8 @@ def test_table_from_run_dirs_and_records(tmp_path):
     _run(sweep, "hnet1", {"preset": "hnet-1stage@cpu-tiny", "data": {"domain": "code"},
                           "model": {"vocab_size": 257}},
          {"bpb": {"code/test": 1.4}, "bytes_per_chunk": {"stage1": 5.25},
-          "tasks": {"hnb_cont_code": {"acc_norm,none": 0.625}}})
+          "tasks": {"hnb_cont_code": {"acc_norm,none": 0.625, "ci95": {
+              "n": 16, "method": "Wilson score", "acc_norm": [0.386, 0.815]}}}})
     plan = {"runs": [
         {"run_id": "ref1", "match": {"reference": "tokenizer=hf,transformer",
                                      "is_reference": True}},
@@ -57,6 +58,7 @@ def test_table_from_run_dirs_and_records(tmp_path):
         "bytes", 1.0, 5.25)
     assert (hnet["accuracy"], hnet["matched_to"]) == (0.625, "tokenizer=hf,transformer")
     assert hnet["reference_bytes_per_token"] == 2.1
+    assert (hnet["acc_lo"], hnet["acc_hi"], hnet["n_items"]) == (0.386, 0.815, 16)  # eval.json's
     assert tokenizer_table([]).empty
 
 

@@ -481,6 +481,9 @@ class Trainer:
             "flops_seen": self.flops_seen if self.fwd_fpb is not None else None,
             "params": self.n_params,
             "flops_per_byte": self.fwd_fpb,
+            # UTF-8 bytes per model position on the training split (1 for byte models): what
+            # compute matching assumed and the report's tokenizer table shows
+            "bytes_per_token": round(float(getattr(self.loader, "bytes_per_token", 1.0)), 4),
             "final_val_bpb": val_bpb,
             "wall_s": round(self._wall(), 3),
             "family": cfg.preset.split("@", 1)[0] if cfg.preset else cfg.model.arch,
