@@ -160,6 +160,78 @@ def _worker_encode(docs: list[bytes], dtype: str) -> tuple[np.ndarray, np.ndarra
     return encode_chunk(_WORKER_TOK, docs, dtype)
 
 
+def _file_reader(paths: list[str], cfg: DataConfig, dtype: str, q: Any) -> None:
+    """A reader process (source=files): reads, splits and tokenizes its files in order, one
+    message per ~4 MB chunk ("chunk", splits, bytes per doc, flat ids, ids per doc), then
+    ("eof",) after each file; ("error", one line) ends it. The queue is bounded, so a reader
+    runs at most a few chunks ahead of the writer."""
+    from hnetbench.data import connectors
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    where = paths[0] if paths else "?"
+    try:
+        tok = prepare_tokenizer(cfg)
+        for where in paths:
+            docs: list[bytes] = []
+            size = 0
+            for d in connectors.iter_file(Path(where), cfg.text_field, cfg.fasta_window):
+                docs.append(d)
+                size += len(d)
+                if size >= CHUNK_BYTES:
+                    q.put(("chunk", [split_of(x) for x in docs], [len(x) for x in docs],
+                           *encode_chunk(tok, docs, dtype)))
+                    docs, size = [], 0
+            if docs:
+                q.put(("chunk", [split_of(x) for x in docs], [len(x) for x in docs],
+                       *encode_chunk(tok, docs, dtype)))
+            q.put(("eof",))
+    except DataError as e:
+        q.put(("error", str(e)))
+    except Exception as e:  # noqa: BLE001 - reported in the parent as one line naming the file
+        q.put(("error", f"{where}: {type(e).__name__}: {e}"))
+
+
+def parallel_file_chunks(cfg: DataConfig, paths: list[Path], workers: int,
+                         dtype: str) -> Iterator[tuple[list[str], list[int], np.ndarray,
+                                                       np.ndarray]]:
+    """(splits, bytes per doc, flat ids, ids per doc) chunks of `paths`, in file order, read by
+    `workers` processes (process i reads files i, i + workers, ...), so parsing, hashing and
+    tokenizing use every core while the order, and so the shards, stay those of one process."""
+    import queue as queue_mod
+
+    ctx = multiprocessing.get_context("spawn")  # the HF tokenizer's threads do not fork well
+    w = max(1, min(workers, len(paths)))
+    queues = [ctx.Queue(maxsize=3) for _ in range(w)]
+    procs = [ctx.Process(target=_file_reader, args=([str(p) for p in paths[i::w]], cfg, dtype,
+                                                    queues[i]), daemon=True) for i in range(w)]
+    for pr in procs:
+        pr.start()
+    try:
+        for k, path in enumerate(paths):
+            q, pr = queues[k % w], procs[k % w]
+            while True:
+                try:
+                    msg = q.get(timeout=2)
+                except queue_mod.Empty:
+                    if not pr.is_alive():
+                        raise DataError(f"{path}: its reader process died (exit code "
+                                        f"{pr.exitcode})") from None
+                    continue
+                if msg[0] == "eof":
+                    break
+                if msg[0] == "error":
+                    raise DataError(msg[1])
+                yield msg[1], msg[2], msg[3], msg[4]
+    finally:
+        for pr in procs:
+            if pr.is_alive():
+                pr.terminate()
+            pr.join()
+        for q in queues:
+            q.close()
+            q.cancel_join_thread()
+
+
 # ----------------------------------------------------------------------------- shard writing
 
 
@@ -274,17 +346,27 @@ def prepare(
     skip = {s: w.docs_done for s, w in writers.items()}
 
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
-    use_pool = n_workers > 1 and tok.name != "bytes"  # bytes need no tokenizing
+    paths = []
+    if cfg.source == "files" and n_workers > 1:
+        from hnetbench.data import connectors
+
+        paths = connectors.expand_paths(cfg.path)
+    by_file = len(paths) > 1  # reader processes, one file each at a time (parallel_file_chunks)
+    use_pool = not by_file and n_workers > 1 and tok.name != "bytes"  # bytes need no tokenizing
     t0, seen_bytes = time.perf_counter(), 0
     last_log = t0
     if log and any(skip.values()):
         log(f"data prepare: resuming {root} ({', '.join(f'{s} {n} docs' for s, n in skip.items())} "
             "already written)")
 
-    def consume(splits: list[str], nbytes: list[int], flat: np.ndarray, lens: np.ndarray) -> None:
+    def consume(splits: list[str], nbytes: list[int], flat: np.ndarray, lens: np.ndarray,
+                skipping: bool = False) -> None:
         nonlocal seen_bytes, last_log
         ends = np.cumsum(lens)
         for i, s in enumerate(splits):
+            if skipping and skip[s]:  # written before the kill (readers cannot know)
+                skip[s] -= 1
+                continue
             writers[s].add(flat[ends[i] - lens[i] : ends[i]], nbytes[i])
             seen_bytes += nbytes[i]
         now = time.perf_counter()
@@ -292,6 +374,21 @@ def prepare(
             last_log = now
             log(f"data prepare: {seen_bytes / 1e6:.0f} MB in {now - t0:.0f} s "
                 f"({seen_bytes / 1e6 / max(now - t0, 1e-9):.1f} MB/s)")
+
+    if by_file:
+        total = 0
+        for splits, nb, flat, lens in parallel_file_chunks(cfg, paths, n_workers, dtype):
+            if cfg.max_bytes:  # the same cap as iter_documents: stop after the doc crossing it
+                cum = total + np.cumsum(nb)
+                cut = int(np.searchsorted(cum, cfg.max_bytes, side="left")) + 1
+                if cut < len(nb):
+                    flat, lens = flat[: int(np.sum(lens[:cut]))], lens[:cut]
+                    splits, nb = splits[:cut], nb[:cut]
+                total = int(cum[min(cut, len(cum)) - 1])
+            consume(splits, nb, flat, lens, skipping=True)
+            if cfg.max_bytes and total >= cfg.max_bytes:
+                break
+        return _finish(cfg, root, header, writers, t0, log)
 
     pool = None
     if use_pool:
@@ -334,6 +431,12 @@ def prepare(
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+    return _finish(cfg, root, header, writers, t0, log)
+
+
+def _finish(cfg: DataConfig, root: Path, header: dict, writers: dict[str, SplitWriter],
+            t0: float, log: Log | None) -> dict:
+    """Write the last shards and the manifest (the prepared folder is complete from here)."""
     for w in writers.values():
         w.flush()
     man = {**header, "splits": {s: w.summary() for s, w in writers.items()}}

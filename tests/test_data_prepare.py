@@ -88,6 +88,47 @@ def test_bpe_shards_use_uint16_and_workers_give_identical_shards(tmp_path):
     assert [tok.decode(d) for d in docs] == load_documents("zh", "val")
 
 
+def test_reader_processes_per_file_give_the_shards_of_one_process(tmp_path, monkeypatch):
+    """Several input files and workers > 1: one reader process per file at a time (parsing,
+    hashing and tokenizing on every core); shards, manifest, byte cap and errors as with one."""
+    folder = tmp_path / "in"
+    docs = _docs(700, seed=3)
+    _write_corpus(folder, docs[:400])
+    lines = [json.dumps({"text": d}, ensure_ascii=False).encode() + b"\n" for d in docs[400:]]
+    (folder / "c.jsonl").write_bytes(b"".join(lines))
+    for kw in ({}, {"max_bytes": 30_000}):
+        one = prep.prepare(_cfg(str(folder), **kw), tmp_path / f"w1{kw}", workers=1,
+                           shard_tokens=5000, log=None)
+        two = prep.prepare(_cfg(str(folder), **kw), tmp_path / f"w2{kw}", workers=2,
+                           shard_tokens=5000, log=None)
+        assert one == two
+        assert _shard_files(tmp_path / f"w1{kw}") == _shard_files(tmp_path / f"w2{kw}")
+    n = sum(one["splits"][s]["bytes"] for s in SPLITS)
+    assert 30_000 <= n < 30_000 + max(len(d.encode()) for d in docs)  # the cap, one doc over
+    # killed after a few shards, the rerun (readers again) skips what was written: same shards
+    real_write, calls = sh.write_npy, {"n": 0}
+
+    def dying_write(path, arr):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        return real_write(path, arr)
+
+    monkeypatch.setattr(sh, "write_npy", dying_write)
+    with pytest.raises(KeyboardInterrupt):
+        prep.prepare(_cfg(str(folder)), tmp_path / "killed", workers=2, shard_tokens=5000,
+                     log=None)
+    monkeypatch.setattr(sh, "write_npy", real_write)
+    again = prep.prepare(_cfg(str(folder)), tmp_path / "killed", workers=2, shard_tokens=5000,
+                         log=None)
+    assert again == prep.prepare(_cfg(str(folder)), tmp_path / "w1{}", workers=1, log=None)
+    assert _shard_files(tmp_path / "killed") == _shard_files(tmp_path / "w1{}")
+    # a bad file read by a reader process is still one line naming it
+    (folder / "d.jsonl").write_bytes(b'{"text": "a"}\n{"txt": 1}\n')
+    with pytest.raises(DataError, match=r"d.jsonl: line 2: expected an object"):
+        prep.prepare(_cfg(str(folder)), tmp_path / "bad", workers=2, log=None)
+
+
 def test_a_killed_prepare_resumes_and_ends_bitwise_equal(tmp_path, monkeypatch):
     cfg = _cfg(_write_corpus(tmp_path / "in", _docs(900, seed=1)))
     ref = prep.prepare(cfg, tmp_path / "ref", workers=1, shard_tokens=3000, log=None)
