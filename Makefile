@@ -7,9 +7,9 @@ BIN := $(VENV)/bin
 
 $(BIN)/hnetbench: pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+# the venv's own pip is recent enough; --no-compile: only modules imported get .pyc, lazily
+	$(BIN)/pip install -q --no-compile torch==2.13.0
+	$(BIN)/pip install -q --no-compile -e '.[dev]'
 	touch $@
 
 setup: $(BIN)/hnetbench
