@@ -57,7 +57,7 @@ def _mmss(seconds: float) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS),
-                        help="which experiment (default: cpu, runs here in ~15 min)")
+                        help="which experiment (default: cpu, ~20 min on 2 cores; README)")
     parser.add_argument("--results", default="results", help="results root (default: results)")
     parser.add_argument("--executor", default=None,
                         help="local | submitit-local | slurm (default: local for cpu; paper "
