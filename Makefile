@@ -19,9 +19,10 @@ setup: $(BIN)/hnetbench
 reproduce: setup
 	$(BIN)/hnetbench reproduce
 
-# pytest's own exit status is make's; a run that collects no tests exits 5 (tests/conftest.py says why)
+# pytest's own exit status is make's; a run that collects no tests exits 5 (tests/conftest.py says why).
+# One pytest worker per core (pytest-xdist), whole files per worker: 12.5 -> 9.6 min on 2 cores
 test: setup
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -n auto --dist loadfile tests
 
 lint: setup
 	$(BIN)/ruff check .

@@ -37,7 +37,8 @@ def test_make_recipe_parses_as_shell(target: str) -> None:
         assert parsed.returncode == 0, f"`make {target}` recipe line does not parse: {line!r}: " + (
             parsed.stderr.strip()
         )
-    expected = "-m pytest tests" if target == "test" else "hnetbench reproduce"
+    expected = ("-m pytest -n auto --dist loadfile tests" if target == "test"
+                else "hnetbench reproduce")
     assert any(expected in ln for ln in lines), lines
 
 
