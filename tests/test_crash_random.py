@@ -305,17 +305,27 @@ def _crash_loop(tmp_path: Path, server: ForkServer, rng: random.Random, t0: floa
             break
         aim = rng.choice(aims)
         nth = rng.randint(1, 3) if aim == "train" else rng.randint(1, 2) if aim == "ckpt" else 1
+        if "ckpt" in aims and not any(k["landed"] == "ckpt" for k in kills):
+            # checkpoint writes are short and end with training: land one in them first,
+            # at the next write, while training lasts
+            aim, nth = "ckpt", 1
         fire_at = t_launch + rng.uniform(0.0, rerun_s) if aim == "any" else None
         size, rc = 0, None
         while rc is None:
             if fire_at is None and trace.exists() and trace.stat().st_size != size:
                 size = trace.stat().st_size
-                entries = [t for t, label in _marks(trace) if label == aim + "+"]
+                marks = _marks(trace)
+                entries = [t for t, label in marks if label == aim + "+"]
                 if len(entries) >= nth:
                     # evaluations are short on a quiet machine (~0.4 s) and each runs once:
                     # fire early in one so the kill lands inside it
                     share = 0.3 if aim == "eval" else 1.0
                     fire_at = time.monotonic() + rng.uniform(0.0, share * dur.get(aim, 0.05))
+                elif aim in ("train", "ckpt") and any(lb == "eval+" for _, lb in marks):
+                    # training ended before the nth mark: kill inside the first evaluation
+                    # rather than let this process finish every eval (they run once each)
+                    training = False
+                    fire_at = time.monotonic() + rng.uniform(0.0, 0.3 * dur.get("eval", 0.05))
             if fire_at is not None and time.monotonic() >= fire_at:
                 with contextlib.suppress(ProcessLookupError):  # it may have just ended
                     os.kill(pid, signal.SIGKILL)
