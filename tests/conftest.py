@@ -3,6 +3,29 @@
 from __future__ import annotations
 
 import pytest
+import torch
+
+
+class UniformLM(torch.nn.Module):
+    """Every token equally likely (zero logits over `vocab` ids): BPB is exactly
+    log2(vocab) x tokens / bytes and every choice of a task ties. One parameter, so optimizers
+    and `.parameters()` callers see a real module."""
+
+    def __init__(self, vocab: int = 256) -> None:
+        super().__init__()
+        self.vocab = vocab
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, input_ids, targets=None, doc_start=None):  # noqa: ANN001, ANN201
+        from hnetbench.models import LMOutput
+
+        return LMOutput(logits=torch.zeros(*input_ids.shape, self.vocab) * self.w)
+
+
+@pytest.fixture(scope="session")
+def uniform_lm() -> type[UniformLM]:
+    """The uniform language model class (tests build it with their tokenizer's vocab)."""
+    return UniformLM
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

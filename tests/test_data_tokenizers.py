@@ -281,30 +281,18 @@ def test_sentencepiece_model_file_and_its_errors(sp_models, tmp_path):
                 "x  y\u00bd")
 
 
-def test_bpb_counts_original_utf8_bytes_for_sentencepiece(sp_models):
+def test_bpb_counts_original_utf8_bytes_for_sentencepiece(sp_models, uniform_lm):
     """BPB divides by the UTF-8 bytes of the original text, whatever the pieces; a uniform model
     over V ids costs log2(V) bits per scored (non-special) token."""
     import math
 
-    import torch
     from hnetbench.data.tokenizers import SentencePieceTokenizer
     from hnetbench.evals.bpb import evaluate_bpb
-    from hnetbench.models.lm import LMOutput
 
     tok = SentencePieceTokenizer(sp_models["unigram"], "sp")
 
-    class Uniform(torch.nn.Module):
-        vocab_size = tok.vocab_size
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.zeros(()))
-
-        def forward(self, input_ids, targets=None, doc_start=None):
-            return LMOutput(logits=torch.zeros(*input_ids.shape, tok.vocab_size) * self.w)
-
     docs = TORTURE[1:8] + [d.decode() for d in load_documents("code", "test")[:2]]
-    res = evaluate_bpb(Uniform(), tok, docs, seq_len=64, stride=32)
+    res = evaluate_bpb(uniform_lm(tok.vocab_size), tok, docs, seq_len=64, stride=32)
     assert res["bytes"] == sum(len(d.encode("utf-8")) for d in docs)
     assert res["tokens"] == sum(len(tok.encode(d)) for d in docs)
     assert res["bpb"] == pytest.approx(res["tokens"] * math.log2(tok.vocab_size) / res["bytes"])

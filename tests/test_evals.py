@@ -14,20 +14,6 @@ import torch
 from hnetbench.config import DataConfig, resolve
 from hnetbench.data import get_tokenizer, load_documents
 from hnetbench.evals.bpb import evaluate_bpb, windows
-from hnetbench.models import LMOutput
-
-
-class Uniform(torch.nn.Module):
-    """Reference model with the CausalLM interface: zero logits = the uniform distribution."""
-
-    def __init__(self, vocab: int = 256) -> None:
-        super().__init__()
-        self.vocab = vocab
-        self.w = torch.nn.Parameter(torch.zeros(()))
-
-    def forward(self, input_ids, targets=None, doc_start=None):
-        return LMOutput(logits=torch.zeros(*input_ids.shape, self.vocab) * self.w)
-
 
 TINY = ["model.vocab_size=257", "model.d_model=[32,48]", "model.d_intermediate=[0,96]",
         'model.layout=["m1",["T1"],"m1"]', "model.attn_num_heads=[2]", "model.attn_rotary_dim=[8]",
@@ -75,10 +61,10 @@ def test_windows_score_each_target_once_with_context():
         assert scored == list(range(1, n))
 
 
-def test_uniform_model_is_exactly_8_bpb():
+def test_uniform_model_is_exactly_8_bpb(uniform_lm):
     tok = get_tokenizer(DataConfig())
     docs = load_documents("zh", "test")[:3] + ["héllo 👍🏽 wörld"]
-    res = evaluate_bpb(Uniform(), tok, docs, seq_len=64, stride=24)
+    res = evaluate_bpb(uniform_lm(), tok, docs, seq_len=64, stride=24)
     n_bytes = sum(len(d.encode() if isinstance(d, str) else d) for d in docs)
     assert res["bytes"] == n_bytes == res["tokens"]
     assert res["bpb"] == pytest.approx(8.0, rel=1e-7)  # float32 logits
@@ -89,11 +75,11 @@ def test_uniform_model_is_exactly_8_bpb():
     assert res["ci95"]["bpb"] == pytest.approx([8.0, 8.0], rel=1e-6)
 
 
-def test_bpe_and_byte_models_score_the_same_bytes(bpe_tok):
+def test_bpe_and_byte_models_score_the_same_bytes(uniform_lm, bpe_tok):
     byte_tok = get_tokenizer(DataConfig())
     docs = load_documents("en", "test")[:4]
-    rb = evaluate_bpb(Uniform(256), byte_tok, docs, seq_len=128, stride=64, max_bytes=5000)
-    rt = evaluate_bpb(Uniform(bpe_tok.vocab_size), bpe_tok, docs, 64, stride=32, max_bytes=5000)
+    rb = evaluate_bpb(uniform_lm(256), byte_tok, docs, seq_len=128, stride=64, max_bytes=5000)
+    rt = evaluate_bpb(uniform_lm(bpe_tok.vocab_size), bpe_tok, docs, 64, stride=32, max_bytes=5000)
     assert rb["bytes"] == rt["bytes"] == min(5000, sum(map(len, docs)))
     assert rt["tokens"] < rb["tokens"]  # BPE merges bytes, BOS excluded from both
     # uniform over V tokens: every scored token costs log2(V) bits, divided by the same bytes
@@ -122,19 +108,19 @@ def test_bpb_matches_the_models_own_loss(trained):
 # ----------------------------------------------------------------------------- adapter
 
 
-def test_adapter_boundaries_byte_and_bpe(bpe_tok):
+def test_adapter_boundaries_byte_and_bpe(uniform_lm, bpe_tok):
     from hnetbench.evals.lm_adapter import HNetBenchLM
     from lm_eval.api.instance import Instance
 
     def req(ctx, cont):
         return Instance("loglikelihood", {}, (ctx, cont), 0)
 
-    byte = HNetBenchLM(model=Uniform(256), tokenizer=get_tokenizer(DataConfig()))
+    byte = HNetBenchLM(model=uniform_lm(256), tokenizer=get_tokenizer(DataConfig()))
     reqs = [req("The cat", " sat"), req("", "x"), req("你好", "世界"), req("a" * 9000, "bc")]
     for (ll, greedy), n in zip(byte.loglikelihood(reqs), [4, 1, 6, 2]):
         assert ll == pytest.approx(-n * math.log(256)) and greedy is False
     assert byte._pair("The cat ", "sat") == ([256] + list(b"The cat "), list(b"sat"))
-    bpe = HNetBenchLM(model=Uniform(bpe_tok.vocab_size), tokenizer=bpe_tok)
+    bpe = HNetBenchLM(model=uniform_lm(bpe_tok.vocab_size), tokenizer=bpe_tok)
     ctx, cont = bpe._pair("The cat ", "sat")  # joint encoding: " sat" straddles the seam
     assert ctx[1:] + cont == bpe_tok.encode(b"The cat sat")
     assert bpe_tok.decode(ctx[1:]) == b"The cat" and bpe_tok.decode(cont) == b" sat"
@@ -161,14 +147,14 @@ def test_adapter_generate_until(trained):
     assert tok.decode(direct).decode("utf-8", "replace").split("\n")[0] == outs[0]
 
 
-def test_uniform_model_scores_chance_on_a_shipped_task():
+def test_uniform_model_scores_chance_on_a_shipped_task(uniform_lm):
     """Ties everywhere (equal-length candidates): lm-eval picks choice 0, so accuracy is the
     share of gold index 0 -- exactly 0.25 over the whole task, whose positions are balanced."""
     import lm_eval
     from hnetbench.evals.harness import TASKS_DIR, task_manager
     from hnetbench.evals.lm_adapter import HNetBenchLM
 
-    lm = HNetBenchLM(model=Uniform(256), tokenizer=get_tokenizer(DataConfig()))
+    lm = HNetBenchLM(model=uniform_lm(256), tokenizer=get_tokenizer(DataConfig()))
     res = lm_eval.simple_evaluate(model=lm, tasks=["hnb_cont_en"], limit=40, bootstrap_iters=0,
                                   task_manager=task_manager(["hnb_cont_en"]))
     rows = [json.loads(x) for x in (TASKS_DIR / "hnb_cont_en.jsonl").read_text().splitlines()]

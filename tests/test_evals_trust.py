@@ -14,23 +14,12 @@ import pytest
 import torch
 from hnetbench.config import DataConfig, resolve
 from hnetbench.data import get_tokenizer, load_documents
-from hnetbench.models import LMOutput
 
 TINY = ["model.vocab_size=257", "model.d_model=[32,48]", "model.d_intermediate=[0,96]",
         'model.layout=["m1",["T1"],"m1"]', "model.attn_num_heads=[2]", "model.attn_rotary_dim=[8]",
         "model.mamba_d_state=8", "model.mamba_headdim=16", "model.mamba_chunk_size=32",
         "data.seq_len=64", "data.batch_size=2", "train.steps=2", "train.ckpt_every=2",
         "train.eval_every=1000", "train.log_every=1", "name=tiny", "eval.bpb_max_bytes=500"]
-
-
-class Uniform(torch.nn.Module):
-    def __init__(self, vocab: int = 256) -> None:
-        super().__init__()
-        self.vocab = vocab
-        self.w = torch.nn.Parameter(torch.zeros(()))
-
-    def forward(self, input_ids, targets=None, doc_start=None):
-        return LMOutput(logits=torch.zeros(*input_ids.shape, self.vocab) * self.w)
 
 
 def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -205,14 +194,14 @@ def test_answer_positions_balanced_and_chance_from_items():
     assert chance_level(tasks[name], limit=10) == golds.count(0) / 10
 
 
-def test_uniform_model_scores_exactly_chance_on_every_item():
+def test_uniform_model_scores_exactly_chance_on_every_item(uniform_lm):
     """Ties (equal byte lengths) go to choice 0 in lm-eval: the uniform model's accuracy is the
     chance level computed from the items, on the whole task (default: every item)."""
     import lm_eval
     from hnetbench.evals.harness import task_manager
     from hnetbench.evals.lm_adapter import HNetBenchLM
 
-    lm = HNetBenchLM(model=Uniform(256), tokenizer=get_tokenizer(DataConfig()))
+    lm = HNetBenchLM(model=uniform_lm(256), tokenizer=get_tokenizer(DataConfig()))
     res = lm_eval.simple_evaluate(model=lm, tasks=["hnb_cont_zh"], bootstrap_iters=0,
                                   task_manager=task_manager(["hnb_cont_zh"]))
     assert res["results"]["hnb_cont_zh"]["acc,none"] == 0.25
@@ -309,11 +298,11 @@ def bpe_tok():
     return train_bpe(load_documents("en", "train")[:40], 400)
 
 
-def test_bpe_scoring_splits_the_joint_encoding_at_the_first_byte(bpe_tok):
+def test_bpe_scoring_splits_the_joint_encoding_at_the_first_byte(uniform_lm, bpe_tok):
     from hnetbench.evals.lm_adapter import HNetBenchLM
     from lm_eval.api.instance import Instance
 
-    lm = HNetBenchLM(model=Uniform(bpe_tok.vocab_size), tokenizer=bpe_tok)
+    lm = HNetBenchLM(model=uniform_lm(bpe_tok.vocab_size), tokenizer=bpe_tok)
     for ctx, cont in [("The ca", "t sat on the mat"), ("The cat ", "sat"), ("", "abc"),
                       ("naïve ", "café"), ("שלום ", "עולם")]:
         c, k = lm._pair(ctx, cont)
@@ -332,7 +321,7 @@ def test_bpe_scoring_splits_the_joint_encoding_at_the_first_byte(bpe_tok):
     n = len(bpe_tok.encode("é👍🏽".encode()))
     assert res[2][0] == pytest.approx(-n * math.log(bpe_tok.vocab_size))
     with pytest.raises(ValueError, match="unknown model_args bogus"):
-        HNetBenchLM(model=Uniform(bpe_tok.vocab_size), tokenizer=bpe_tok, bogus=1)
+        HNetBenchLM(model=uniform_lm(bpe_tok.vocab_size), tokenizer=bpe_tok, bogus=1)
 
 
 class Counting(torch.nn.Module):

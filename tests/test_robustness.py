@@ -214,28 +214,18 @@ def test_cli_rejects_bad_perturbation(run_dir):
                  "--perturb-opt", "drop_frac=2"]) == 2
 
 
-def test_score_with_the_uniform_reference_model():
+def test_score_with_the_uniform_reference_model(uniform_lm):
     """The uniform reference model ties every choice (equal byte lengths), so lm-eval picks index
     0: clean accuracy is the share of gold index 0, which is also the chance level computed from
     the items. UpperCase leaves DNA and Chinese unchanged: n/a, out of Avg and Score; Drop
     applies and (ties again) scores the same as clean."""
-    import torch
     from hnetbench.config import DataConfig
     from hnetbench.data import get_tokenizer
     from hnetbench.evals.harness import load_tasks
     from hnetbench.evals.lm_adapter import HNetBenchLM
     from hnetbench.evals.robustness import run_robustness
-    from hnetbench.models import LMOutput
 
-    class Uniform(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.zeros(()))
-
-        def forward(self, input_ids, targets=None, doc_start=None):
-            return LMOutput(logits=torch.zeros(*input_ids.shape, 256) * self.w)
-
-    lm = HNetBenchLM(model=Uniform(), tokenizer=get_tokenizer(DataConfig()))
+    lm = HNetBenchLM(model=uniform_lm(256), tokenizer=get_tokenizer(DataConfig()))
     tasks = load_tasks(["hnb_cont_dna", "hnb_cont_zh"])
     res = run_robustness(lm, tasks, ("uppercase", "drop"), limit=12)
     for name, row in res.items():
