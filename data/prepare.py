@@ -160,6 +160,12 @@ def _worker_encode(docs: list[bytes], dtype: str) -> tuple[np.ndarray, np.ndarra
     return encode_chunk(_WORKER_TOK, docs, dtype)
 
 
+def _chunk_message(tok: Any, docs: list[bytes], dtype: str) -> tuple:
+    """("chunk", split of each doc, bytes of each doc, flat ids, ids per doc)."""
+    return ("chunk", [split_of(x) for x in docs], [len(x) for x in docs],
+            *encode_chunk(tok, docs, dtype))
+
+
 def _file_reader(paths: list[str], cfg: DataConfig, dtype: str, q: Any) -> None:
     """A reader process (source=files): reads, splits and tokenizes its files in order, one
     message per ~4 MB chunk ("chunk", splits, bytes per doc, flat ids, ids per doc), then
@@ -178,12 +184,10 @@ def _file_reader(paths: list[str], cfg: DataConfig, dtype: str, q: Any) -> None:
                 docs.append(d)
                 size += len(d)
                 if size >= CHUNK_BYTES:
-                    q.put(("chunk", [split_of(x) for x in docs], [len(x) for x in docs],
-                           *encode_chunk(tok, docs, dtype)))
+                    q.put(_chunk_message(tok, docs, dtype))
                     docs, size = [], 0
             if docs:
-                q.put(("chunk", [split_of(x) for x in docs], [len(x) for x in docs],
-                       *encode_chunk(tok, docs, dtype)))
+                q.put(_chunk_message(tok, docs, dtype))
             q.put(("eof",))
     except DataError as e:
         q.put(("error", str(e)))
