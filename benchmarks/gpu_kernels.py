@@ -1,12 +1,16 @@
-"""GPU benchmark: parity and speed of the Triton kernels (EMA scan, routing) against the torch
-paths, forward and forward+backward. Prints a table and writes JSON (atomically) to OUT.
+"""GPU benchmark: parity and speed of the Triton kernels (EMA scan, routing, and mamba_ssm's SSD
+scan when it imports) against the torch paths, forward and forward+backward. Prints a table and
+writes JSON (atomically) to OUT.
 
     python3 benchmarks/gpu_kernels.py [OUT.json] [--quick]
 
 Parity is measured against the float64 sequential loop `ema_reference` (the ground truth) and
 `cosine_probs_reference`; errors are max |err| / max |ref|, "g1"/"g2" the gradients of the two
 inputs. Speed compares Triton with the blocked torch scan `ema_chunked` (what runs without
-Triton; "torch" = its loop variant, "mm" = its matmul variant) and with the loop. `--smoke`
+Triton; "torch" = its loop variant, "mm" = its matmul variant) and with the loop. The SSD rows
+hold our torch scan `ssd_scan` (the CPU default, "torch") and mamba_ssm's
+`mamba_chunk_scan_combined` ("tri") against `ssd_chunked` in float64, with document resets
+(seq_idx); "g1"/"g2" are the gradients of x and dt (B and C's are in the JSON). `--smoke`
 runs tiny shapes and also works on CPU under TRITON_INTERPRET=1, only to check this script.
 """
 
@@ -27,6 +31,8 @@ from hnetbench.kernels.routing import cosine_probs_reference
 
 EMA_SHAPES = [(8, 1024, 512), (8, 4096, 1024), (4, 8192, 2048)]  # (B, M, D)
 ROUTE_SHAPES = [(8, 8192, 512), (8, 16384, 1024)]  # (B, L, D)
+# (B, L, H, P, N): the paper's stage-0 Mamba-2 (d_model 1024: 32 heads of 64, state 128)
+SSD_SHAPES = [(8, 2048, 32, 64, 128), (4, 8192, 32, 64, 128)]
 EMA_TILES = [(64, 32), (64, 16), (32, 32), (128, 32), (64, 64)]  # (block_m, block_d)
 
 
@@ -141,6 +147,87 @@ def bench_routing(shapes, dtypes, device, reps: int) -> list[dict]:
     return rows
 
 
+def _mamba_scan():  # noqa: ANN202
+    try:
+        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+    except Exception as e:  # noqa: BLE001 - any failure means "not available"
+        print(f"ssd: mamba_ssm does not import ({type(e).__name__}: {e}); torch scan only")
+        return None
+    return mamba_chunk_scan_combined
+
+
+def ssd_inputs(B: int, L: int, H: int, P: int, N: int, dtype: torch.dtype, device: torch.device):
+    gen = torch.Generator(device="cpu").manual_seed(L + H)
+    x = torch.randn(B, L, H, P, generator=gen)
+    dt = torch.nn.functional.softplus(torch.randn(B, L, H, generator=gen) - 3)
+    A = -torch.exp(torch.rand(H, generator=gen) * 2.5)
+    Bm, Cm = torch.randn(B, L, 1, N, generator=gen), torch.randn(B, L, 1, N, generator=gen)
+    doc = (torch.rand(B, L, generator=gen) < 2e-3).long().cumsum(1)  # ~500-byte documents
+    g = torch.randn(B, L, H, P, generator=gen)
+    return ([t.to(device, dtype) for t in (x, dt)] + [A.to(device)]
+            + [t.to(device, dtype) for t in (Bm, Cm)], doc.to(device), g.to(device, dtype))
+
+
+def bench_ssd(shapes, dtypes, device, reps: int) -> list[dict]:
+    from hnetbench.models.mamba2 import ssd_chunked
+    from hnetbench.models.ssd import ssd_scan
+
+    tri_scan = _mamba_scan()
+    chunk = 256
+    rows = []
+    for B, L, H, P, N in shapes:
+        for dtype in dtypes:
+            (x, dt, A, Bm, Cm), doc, g = ssd_inputs(B, L, H, P, N, dtype, device)
+
+            def ours(x, dt, Bm, Cm, A=A, doc=doc):  # noqa: ANN001, ANN202 - fp32 as in Mamba2
+                y = ssd_scan(x.float(), dt.float(), A, Bm.float(), Cm.float(), chunk, doc)[0]
+                return y.to(x.dtype)
+
+            def ref64(x, dt, Bm, Cm, A=A, doc=doc):  # noqa: ANN001, ANN202
+                return ssd_chunked(x, dt, A.double(), Bm, Cm, chunk, doc)[0]
+
+            ins = (x, dt, Bm, Cm)
+            ref, rg = run_grad(ref64, tuple(t.double() for t in ins), g.double())
+            row = dict(kernel="ssd", B=B, M=L, D=H * P, dtype=str(dtype).split(".")[-1],
+                       H=H, P=P, N=N)
+            out, og = run_grad(ours, ins, g)
+            row.update(torch_err_out=rel_err(out, ref), torch_err_dx=rel_err(og[0], rg[0]),
+                       torch_err_ddt=rel_err(og[1], rg[1]), torch_err_dB=rel_err(og[2], rg[2]),
+                       torch_err_dC=rel_err(og[3], rg[3]))
+            row["torch_chunked_fwd_ms"] = timeit(partial(ours, *ins), device, reps=reps)
+            row["torch_chunked_fwdbwd_ms"] = timeit(partial(run_grad, ours, ins, g), device,
+                                                    reps=reps)
+            if tri_scan is not None:
+                seq_idx = (doc - doc[:, :1]).int()
+
+                def tri(x, dt, Bm, Cm, A=A, seq_idx=seq_idx):  # noqa: ANN001, ANN202
+                    return tri_scan(x, dt, A, Bm, Cm, chunk, seq_idx=seq_idx)
+
+                try:
+                    out, tg = run_grad(tri, ins, g)
+                    row.update(err_out=rel_err(out, ref), err_dx=rel_err(tg[0], rg[0]),
+                               err_dp=rel_err(tg[1], rg[1]), err_dB=rel_err(tg[2], rg[2]),
+                               err_dC=rel_err(tg[3], rg[3]))
+                    row["triton_fwd_ms"] = timeit(partial(tri, *ins), device, reps=reps)
+                    row["triton_fwdbwd_ms"] = timeit(partial(run_grad, tri, ins, g), device,
+                                                     reps=reps)
+                except Exception as e:  # noqa: BLE001 - keep the torch figures, name the failure
+                    row["triton_error"] = f"{type(e).__name__}: {e}"[:300]
+                    print(f"ssd: mamba_ssm scan failed: {row['triton_error']}", flush=True)
+            if "triton_fwd_ms" not in row:  # no mamba_ssm scan: the table shows our torch scan's
+                row.update(err_out=row["torch_err_out"], err_dx=row["torch_err_dx"],
+                           err_dp=row["torch_err_ddt"], triton_fwd_ms=float("nan"),
+                           triton_fwdbwd_ms=float("nan"))
+            del ref, rg
+            rows.append(row)
+            print_row(row)
+            if tri_scan is not None and "triton_error" not in row:
+                print(f"{'':<8}ours (torch ssd_scan) errors: out {row['torch_err_out']:.1e} "
+                      f"dx {row['torch_err_dx']:.1e} ddt {row['torch_err_ddt']:.1e} "
+                      f"dB {row['torch_err_dB']:.1e} dC {row['torch_err_dC']:.1e}", flush=True)
+    return rows
+
+
 HEADER = (f"{'kernel':<8}{'B':>3}{'M/L':>7}{'D':>6} {'dtype':<9}{'err out':>9}{'err g1':>9}"
           f"{'err g2':>9}{'tri fwd':>9}{'tri f+b':>9}{'torch fwd':>10}{'torch f+b':>10}"
           f"{'mm f+b':>8}{'loop fwd':>9}  ms / rel. errors vs float64 reference")
@@ -168,6 +255,8 @@ def main() -> int:
     ap.add_argument("out", nargs="?", default="results/bench/gpu_kernels.json")
     ap.add_argument("--quick", action="store_true", help="first shape of each kernel only")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes (CPU: TRITON_INTERPRET=1)")
+    ap.add_argument("--only", nargs="+", choices=("ema", "routing", "ssd"),
+                    default=["ema", "routing", "ssd"], help="which kernels to run")
     args = ap.parse_args()
     if not triton_available():
         print("gpu_kernels: triton is not installed (pip install triton)", file=sys.stderr)
@@ -183,17 +272,24 @@ def main() -> int:
               file=sys.stderr)
         return 1
     ema_shapes, route_shapes, tiles, reps = EMA_SHAPES, ROUTE_SHAPES, EMA_TILES, 20
+    ssd_shapes = SSD_SHAPES
     dtypes = [torch.float32, torch.bfloat16]
     if args.quick:
-        ema_shapes, route_shapes = EMA_SHAPES[:1], ROUTE_SHAPES[:1]
+        ema_shapes, route_shapes, ssd_shapes = EMA_SHAPES[:1], ROUTE_SHAPES[:1], SSD_SHAPES[:1]
     if args.smoke:
         ema_shapes, route_shapes, tiles, reps = [(2, 40, 6)], [(2, 20, 6)], [(16, 4), (32, 8)], 1
+        ssd_shapes = [(2, 48, 2, 4, 8)]
         dtypes = [torch.float32]
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu (triton interpreter)"
     print(f"device: {name}, torch {torch.__version__}")
     print(HEADER)
-    rows = bench_ema(ema_shapes, dtypes, tiles, device, reps, loop_max_m=4096)
-    rows += bench_routing(route_shapes, dtypes, device, reps)
+    rows = []
+    if "ema" in args.only:
+        rows += bench_ema(ema_shapes, dtypes, tiles, device, reps, loop_max_m=4096)
+    if "routing" in args.only:
+        rows += bench_routing(route_shapes, dtypes, device, reps)
+    if "ssd" in args.only:
+        rows += bench_ssd(ssd_shapes, dtypes, device, reps)
     write_json(args.out, dict(device=name, torch=torch.__version__, smoke=args.smoke, rows=rows))
     print(f"wrote {args.out}")
     return 0

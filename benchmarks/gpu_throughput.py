@@ -7,8 +7,11 @@ Prepared to run as one short script when a GPU is lent: per preset, a few bf16-a
 training steps (forward, backward, fused AdamW) on real text, median step time after warm-up,
 bytes/s, and MFU against the datasheet bf16 peak (train/perf.py). The table says which fast
 paths were live (mamba_ssm, flash_attn); without them the model falls back to the torch scan
-and SDPA, which is a different benchmark and is labelled so. `--smoke` runs one cpu-tiny step
-on whatever device there is, only to check this script.
+and SDPA, which is a different benchmark and is labelled so. A preset whose GPT-2 tokenizer file
+is not on the machine (nothing is downloaded) runs with a BPE of the same vocabulary size trained
+on the local corpus instead: speed depends on the vocabulary size and bytes/token, not on which
+merges were learned; the row says so. `--smoke` runs one cpu-tiny step on whatever device there
+is, only to check this script.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, print_table, write_json  # noqa: E402
 from throughput import make_batch  # noqa: E402
 
-PRESETS = ["transformer-bpe@paper-L", "mambabyte@paper-L", "hnet-1stage@paper-L",
-           "hnet-2stage@paper-L"]
+PRESETS = ["hnet-1stage@paper-L", "hnet-2stage@paper-L", "transformer-bpe@paper-L",
+           "mambabyte@paper-L"]
 
 
 def fast_paths() -> dict:
@@ -39,15 +42,24 @@ def fast_paths() -> dict:
 
 def bench(preset: str, batch: int, seq_bytes: int, steps: int, device: torch.device) -> dict:
     from hnetbench.config import resolve
+    from hnetbench.data.corpus import DataError
     from hnetbench.flops import flops_per_byte
     from hnetbench.models import build_model
     from hnetbench.train.perf import check_mfu, peak_flops
 
-    cfg = resolve(base={"preset": preset})
+    cfg, note = resolve(base={"preset": preset}), None
+    try:
+        x, y, n_bytes, bpt = make_batch(cfg, batch, seq_bytes, device.type)
+    except DataError:
+        if cfg.data.tokenizer != "gpt2":
+            raise
+        cfg = resolve(base={"preset": preset}, overrides=["data.tokenizer=bpe",
+                                                           "data.bpe_vocab_size=50257"])
+        note = "no GPT-2 file here: a 50257-id BPE trained on the local corpus"
+        x, y, n_bytes, bpt = make_batch(cfg, batch, seq_bytes, device.type)
     torch.manual_seed(0)
     model = build_model(cfg.model).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
-    x, y, n_bytes, bpt = make_batch(cfg, batch, seq_bytes, device.type)
     amp = device.type == "cuda"
 
     def step() -> None:
@@ -80,6 +92,8 @@ def bench(preset: str, batch: int, seq_bytes: int, steps: int, device: torch.dev
            "peak_flops": float(peak) if peak else None}
     if why:
         row["mfu_refused"] = why
+    if note:
+        row["tokenizer"] = note
     if device.type == "cuda":
         row["max_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         torch.cuda.reset_peak_memory_stats(device)
@@ -113,9 +127,9 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"preset": p, "error": "out of memory"})
             torch.cuda.empty_cache()
         print(rows[-1], flush=True)
+        write_json(args.out, {"machine": machine(), "fast_paths": paths, "batch": args.batch,
+                              "seq_bytes": args.seq_bytes, "rows": rows})  # kept if cut short
     print_table(rows, ["preset", "params", "step_s", "bytes_per_s", "mfu", "max_mem_gib"])
-    write_json(args.out, {"machine": machine(), "fast_paths": paths, "batch": args.batch,
-                          "seq_bytes": args.seq_bytes, "rows": rows})
     return 0
 
 

@@ -320,14 +320,30 @@ def parity(classes, cfg: dict, state: dict, device: str, dtype_name: str) -> dic
     ours = ours.to(device=device, dtype=dtype).eval()
 
     ids_ref, ids_ours = sample_ids(REF_BOS, device), sample_ids(OUR_BOS, device)
+    from hnetbench.models import mamba2
+
     with torch.no_grad():
         r = ref(ids_ref, mask=torch.ones_like(ids_ref, dtype=torch.bool))
         o = ours(ids_ours)
     lr, lo = r.logits.double(), o.logits[..., :256].double()
+    fast = mamba2.mamba_chunk_scan_combined is not None and device != "cpu"
     report = {"dtype": dtype_name, "device": device, "positions": int(ids_ref.numel()),
+              "our_scan": "mamba_ssm" if fast else "torch",
               "max_abs_logit_diff": float((lr - lo).abs().max()),
               "max_abs_logprob_diff": float((lr.log_softmax(-1) - lo.log_softmax(-1)).abs().max()),
               "logit_scale": float(lr.abs().max())}
+    if fast:  # ours once more with our own torch scan (the CPU default) in place of mamba_ssm's
+        saved, mamba2.mamba_chunk_scan_combined = mamba2.mamba_chunk_scan_combined, None
+        try:
+            with torch.no_grad():
+                o2 = ours(ids_ours)
+        finally:
+            mamba2.mamba_chunk_scan_combined = saved
+        lo2 = o2.logits[..., :256].double()
+        report["torch_scan_max_abs_logit_diff"] = float((lr - lo2).abs().max())
+        report["torch_scan_boundaries_equal"] = all(
+            a.shape == b.shape and bool((a == b).all())
+            for a, b in zip(o.boundaries, o2.boundaries))
     stages = []
     for s, (bp, b_ours) in enumerate(zip(r.bpred_output, o.boundaries)):
         b_ref = bp.boundary_mask
