@@ -204,7 +204,11 @@ def bench_ssd(shapes, dtypes, device, reps: int) -> list[dict]:
                     return tri_scan(x, dt, A, Bm, Cm, chunk, seq_idx=seq_idx)
 
                 try:
+                    t0 = time.perf_counter()
                     out, tg = run_grad(tri, ins, g)
+                    row["triton_first_call_s"] = time.perf_counter() - t0  # autotuning included
+                    print(f"ssd: mamba_ssm first fwd+bwd {row['triton_first_call_s']:.1f} s",
+                          flush=True)
                     row.update(err_out=rel_err(out, ref), err_dx=rel_err(tg[0], rg[0]),
                                err_dp=rel_err(tg[1], rg[1]), err_dB=rel_err(tg[2], rg[2]),
                                err_dC=rel_err(tg[3], rg[3]))

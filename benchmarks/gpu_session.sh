@@ -9,7 +9,8 @@
 # mamba_ssm is used from source ($GPU_REF/mamba: a state-spaces/mamba checkout at a6a1dae, the
 # commit hnet pins; its Triton kernels need no build; its
 # __init__, which imports the CUDA extensions, is replaced). Every step has its own time limit
-# and a failed step does not stop the next.
+# and a failed step does not stop the next. STEPS picks steps (default: kernels parity throughput
+# train; "ssd" is the SSD part of step 1 alone, first shape).
 set -u
 OUT=${OUT:-/tmp/gpu_session}
 GPU_REF=${GPU_REF:-.gpu}
@@ -28,6 +29,8 @@ if ls "$GPU_REF"/whl/*.whl >/dev/null 2>&1; then
     "$GPU_REF"/whl/*.whl
 fi
 WITH_MAMBA="env PYTHONPATH=$PKG:$MAMBA_SITE"
+STEPS=" ${STEPS:-kernels parity throughput train} "
+want() { [[ $STEPS == *" $1 "* ]]; }
 LOG=$(mktemp)
 step() {  # step NAME SECONDS CMD...: whole log appended to $OUT/session.log, its tail printed
   local name=$1 limit=$2 t0=$SECONDS rc
@@ -42,17 +45,19 @@ step() {  # step NAME SECONDS CMD...: whole log appended to $OUT/session.log, it
 }
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-step kernels 130 $WITH_MAMBA python3 benchmarks/gpu_kernels.py "$OUT/gpu_kernels.json"
-if [ -d "$GPU_REF/hnet" ]; then
-  step parity 70 $WITH_MAMBA python3 scripts/reference_parity.py --hnet-repo "$GPU_REF/hnet" \
-    --device cuda --dtype float32
+want kernels && step kernels 130 $WITH_MAMBA python3 benchmarks/gpu_kernels.py "$OUT/gpu_kernels.json"
+want ssd && step ssd 170 $WITH_MAMBA python3 benchmarks/gpu_kernels.py "$OUT/gpu_ssd.json" \
+  --only ssd --quick
+if want parity && [ -d "$GPU_REF/hnet" ]; then  # one config per mamba_ssm kernel: no autotuning
+  step parity 60 $WITH_MAMBA python3 scripts/reference_parity.py --hnet-repo "$GPU_REF/hnet" \
+    --device cuda --dtype float32 --one-config
 fi
-step throughput_mamba 150 $WITH_MAMBA python3 benchmarks/gpu_throughput.py \
+want throughput && step throughput_mamba 150 $WITH_MAMBA python3 benchmarks/gpu_throughput.py \
   "$OUT/gpu_throughput_mamba.json" --steps 3
-step throughput_torch 60 python3 benchmarks/gpu_throughput.py "$OUT/gpu_throughput_torch.json" \
+want throughput && step throughput_torch 60 python3 benchmarks/gpu_throughput.py "$OUT/gpu_throughput_torch.json" \
   --steps 3 --presets hnet-1stage@paper-L mambabyte@paper-L
-RUN=$(mktemp -d)
-step train 80 $WITH_MAMBA python3 -m hnetbench train hnet-2stage@cpu-tiny train.steps=40 \
+RUN=$(mktemp -d)  # with the torch scan: mamba_ssm's autotuning of every new shape took > 80 s
+want train && step train 60 python3 -m hnetbench train hnet-2stage@cpu-tiny train.steps=40 \
   train.device=cuda --out "$RUN"
 cp "$RUN/summary.json" "$OUT/train_summary.json" 2>/dev/null
 echo "=== done in ${SECONDS}s"

@@ -185,7 +185,8 @@ def sdpa_attention(window: int):  # noqa: ANN201
     return SDPACausal()
 
 
-def import_reference(hnet_repo: str, mamba_repo: str | None, scan: str):  # noqa: ANN201
+def import_reference(hnet_repo: str, mamba_repo: str | None, scan: str,  # noqa: ANN201
+                     one_config: bool = False):
     """The reference's HNetForCausalLM class (and its config classes), stubbing what needs
     CUDA when mamba_ssm / flash_attn do not import."""
     sys.path.insert(0, str(Path(hnet_repo).resolve()))
@@ -210,6 +211,8 @@ def import_reference(hnet_repo: str, mamba_repo: str | None, scan: str):  # noqa
         import contextlib
 
         torch.cuda.device = lambda *_a, **_k: contextlib.nullcontext()
+        one_config = True
+    if one_config:
         _one_config_autotune()
     if scan == "torch":
         _torch_scan()
@@ -220,8 +223,9 @@ def import_reference(hnet_repo: str, mamba_repo: str | None, scan: str):  # noqa
 
 
 def _one_config_autotune() -> None:
-    """The Triton interpreter has no benchmarker: every autotuned mamba_ssm kernel keeps its
-    first config (results do not depend on the config)."""
+    """Every autotuned mamba_ssm kernel keeps its first config (results do not depend on the
+    config): the Triton interpreter has no benchmarker, and on a GPU autotuning every kernel
+    for each new shape costs minutes."""
     import importlib
 
     from triton.runtime.autotuner import Autotuner
@@ -418,6 +422,8 @@ def main() -> int:
     ap.add_argument("--scan", default="triton", choices=("triton", "torch"),
                     help="CPU: the reference's Triton kernels under TRITON_INTERPRET=1, or "
                          "mamba_ssm's torch references")
+    ap.add_argument("--one-config", action="store_true",
+                    help="GPU: skip mamba_ssm's autotuning (first config of each kernel)")
     ap.add_argument("--write-keys", default=None,
                     help="write the key/shape fixture for the tiny and released configs")
     args = ap.parse_args()
@@ -426,7 +432,7 @@ def main() -> int:
     import torch
 
     torch.manual_seed(0)
-    classes = import_reference(args.hnet_repo, args.mamba_repo, args.scan)
+    classes = import_reference(args.hnet_repo, args.mamba_repo, args.scan, args.one_config)
     if args.write_keys:
         fixture = {"_how": "python scripts/reference_parity.py --hnet-repo HNET --mamba-repo "
                            "MAMBA --write-keys PATH (goombalab/hnet HEAD, mamba a6a1dae)",
