@@ -48,7 +48,7 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 want kernels && step kernels 130 $WITH_MAMBA python3 benchmarks/gpu_kernels.py "$OUT/gpu_kernels.json"
 want ssd && step ssd 170 $WITH_MAMBA python3 benchmarks/gpu_kernels.py "$OUT/gpu_ssd.json" \
   --only ssd --quick
-if want parity && [ -d "$GPU_REF/hnet" ]; then  # one config per mamba_ssm kernel: no autotuning
+if want parity && [ -d "$GPU_REF/hnet" ]; then  # smallest config per mamba_ssm kernel, no autotuning
   step parity 60 $WITH_MAMBA python3 scripts/reference_parity.py --hnet-repo "$GPU_REF/hnet" \
     --device cuda --dtype float32 --one-config
 fi

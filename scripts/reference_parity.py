@@ -211,9 +211,9 @@ def import_reference(hnet_repo: str, mamba_repo: str | None, scan: str,  # noqa:
         import contextlib
 
         torch.cuda.device = lambda *_a, **_k: contextlib.nullcontext()
-        one_config = True
-    if one_config:
         _one_config_autotune()
+    elif one_config:
+        _one_config_autotune(smallest=True)
     if scan == "torch":
         _torch_scan()
     from hnet.models.config_hnet import AttnConfig, HNetConfig, SSMConfig
@@ -222,10 +222,11 @@ def import_reference(hnet_repo: str, mamba_repo: str | None, scan: str,  # noqa:
     return HNetForCausalLM, HNetConfig, AttnConfig, SSMConfig
 
 
-def _one_config_autotune() -> None:
-    """Every autotuned mamba_ssm kernel keeps its first config (results do not depend on the
-    config): the Triton interpreter has no benchmarker, and on a GPU autotuning every kernel
-    for each new shape costs minutes."""
+def _one_config_autotune(smallest: bool = False) -> None:
+    """Every autotuned mamba_ssm kernel keeps one config (results do not depend on it): the
+    Triton interpreter has no benchmarker (first config), and on a GPU autotuning every kernel
+    for each new shape costs minutes (`smallest`: least tiles x stages, since some first
+    configs ask more shared memory than an H200 has)."""
     import importlib
 
     from triton.runtime.autotuner import Autotuner
@@ -238,7 +239,15 @@ def _one_config_autotune() -> None:
             continue
         for obj in vars(mod).values():
             if isinstance(obj, Autotuner):
-                obj.configs = obj.configs[:1]
+                obj.configs = [min(obj.configs, key=_config_size) if smallest
+                               else obj.configs[0]]
+
+
+def _config_size(cfg) -> int:  # noqa: ANN001 - a triton.Config
+    size = max(1, cfg.num_stages or 1)
+    for v in cfg.kwargs.values():
+        size *= v if isinstance(v, int) and v > 0 else 1
+    return size
 
 
 def _torch_scan() -> None:
@@ -423,7 +432,7 @@ def main() -> int:
                     help="CPU: the reference's Triton kernels under TRITON_INTERPRET=1, or "
                          "mamba_ssm's torch references")
     ap.add_argument("--one-config", action="store_true",
-                    help="GPU: skip mamba_ssm's autotuning (first config of each kernel)")
+                    help="GPU: skip mamba_ssm's autotuning (smallest config of each kernel)")
     ap.add_argument("--write-keys", default=None,
                     help="write the key/shape fixture for the tiny and released configs")
     args = ap.parse_args()
