@@ -14,6 +14,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from hnetbench.models.doc_conv import doc_conv
 from hnetbench.models.norm import GatedRMSNorm
 from hnetbench.models.seqinfo import Seq, Step
 from hnetbench.models.ssd import ssd_scan
@@ -131,14 +132,7 @@ class Mamba2(nn.Module):
 
     def _conv(self, xBC: torch.Tensor, doc: torch.Tensor) -> torch.Tensor:
         """Causal depthwise conv whose window never reaches into an earlier document."""
-        L, K = xBC.shape[1], self.d_conv
-        w = self.conv1d.weight[:, 0, :]  # (conv_dim, K); w[:, K-1] multiplies the current input
-        out = xBC * w[:, K - 1] + self.conv1d.bias
-        for s in range(1, K):
-            prev = F.pad(xBC, (0, 0, s, 0))[:, :L]
-            same = F.pad(doc, (s, 0), value=-1)[:, :L] == doc
-            out = out + prev * same[..., None].to(xBC.dtype) * w[:, K - 1 - s]
-        return out
+        return doc_conv(xBC, self.conv1d.weight[:, 0, :], self.conv1d.bias, doc)
 
     def _ssm_inputs(self, xBC: torch.Tensor, dt: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x, B, C = torch.split(

@@ -46,6 +46,33 @@ def _carry(g: torch.Tensor, states: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return torch.stack(entering[:-1], dim=3), S
 
 
+class _DecayTimesCB(torch.autograd.Function):
+    """M_ij = exp(cs_i - cs_j) * CB_ij where j <= i in the same document, else 0.
+
+    The Q x Q per-head matrices are the largest tensors of the scan; written out, autograd makes
+    ~10 full-size passes over them (subtract, mask, exp, product, and a negation, copies and
+    reductions backward). Here: one subtract, in-place mask and exp, one product forward; backward
+    dseg = dM * CB * E (E = the masked exponentials) gives d cs_i = sum_j dseg_ij and
+    d cs_j = -sum_i dseg_ij, and d CB = sum over the group's heads of dM * E.
+    cs (b,G,R,nc,Q), CB (b,G,nc,Q,Q), cut (b,1,1,nc,Q,Q) bool: True where M is 0."""
+
+    @staticmethod
+    def forward(ctx, cs, CB, cut):  # noqa: ANN001, ANN205
+        E = cs[..., :, None] - cs[..., None, :]
+        E.masked_fill_(cut, float("-inf")).exp_()
+        ctx.save_for_backward(E, CB)
+        return E * CB[:, :, None]
+
+    @staticmethod
+    def backward(ctx, dM):  # noqa: ANN001, ANN205
+        E, CB = ctx.saved_tensors
+        dCB = (dM * E).sum(2) if ctx.needs_input_grad[1] else None
+        dseg = dM * CB[:, :, None]
+        dseg.mul_(E)
+        dcs = dseg.sum(-1) - dseg.sum(-2)
+        return dcs, dCB, None
+
+
 def ssd_scan(x, dt, A, B, C, chunk: int, doc=None):  # noqa: ANN001, ANN201 - same as reference
     """x (b,L,H,P), dt (b,L,H), A (H,), B/C (b,L,G,N), doc (b,L) nondecreasing document ids.
 
@@ -73,8 +100,7 @@ def ssd_scan(x, dt, A, B, C, chunk: int, doc=None):  # noqa: ANN001, ANN201 - sa
     # 1) inside each chunk: y_i = sum_{j<=i, same doc} exp(cs_i - cs_j) (C_i.B_j) xdt_j
     causal = torch.ones(Q, Q, dtype=torch.bool, device=x.device).tril()
     cut = ~(causal & (doc[..., :, None] == doc[..., None, :]))[:, None, None]  # (b,1,1,nc,Q,Q)
-    seg = (cs[..., :, None] - cs[..., None, :]).masked_fill(cut, float("-inf"))
-    M = seg.exp() * (Cg @ Bg.transpose(-1, -2))[:, :, None]  # (b, G, R, nc, Q, Q)
+    M = _DecayTimesCB.apply(cs, Cg @ Bg.transpose(-1, -2), cut)  # (b, G, R, nc, Q, Q)
     y = M @ xdt
 
     # 2) each chunk's end state from its last document's positions: (b, G, R, nc, N, P)
