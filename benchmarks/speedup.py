@@ -4,8 +4,9 @@
                                  [--parity-steps 50] [--json out.json]
 
 For every preset the same model (same weights, same batch of real text) takes training steps
-(forward, backward, AdamW) alternately with the previous chunked SSD (`mamba2.ssd_chunked`,
-"before") and the current default (`models.ssd.ssd_scan`, "after"); repetitions interleave so
+(forward, backward, AdamW) alternately with the code issue 21 started from ("before": the
+chunked SSD `mamba2.ssd_chunked` and the written-out conv `doc_conv_reference`) and the current
+defaults (`models.ssd.ssd_scan`, `models.doc_conv.doc_conv`: "after"); repetitions interleave so
 machine load hits both alike (the order alternates per round). Ratios are of CPU seconds per
 step (one thread: time slices lost to other processes do not count), so they hold on a loaded
 machine; the ratio of the fastest wall-clock repetitions is reported beside them. Bytes/s are
@@ -38,10 +39,12 @@ PRESETS = [f"{f}@{s}" for s in ("cpu-tiny", "cpu-small")
 
 
 def use_scan(which: str) -> None:
-    """Point the Mamba-2 mixer at the previous ("before") or current ("after") scan."""
-    from hnetbench.models import mamba2, ssd
+    """Point the Mamba-2 mixer at the code issue 21 started from ("before": the chunked scan
+    `mamba2.ssd_chunked` and the written-out conv `doc_conv_reference`) or today's ("after")."""
+    from hnetbench.models import doc_conv, mamba2, ssd
 
     mamba2.ssd_scan = mamba2.ssd_chunked if which == "before" else ssd.ssd_scan
+    mamba2.doc_conv = doc_conv.doc_conv_reference if which == "before" else doc_conv.doc_conv
 
 
 def _step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
