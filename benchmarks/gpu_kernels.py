@@ -168,6 +168,20 @@ def ssd_inputs(B: int, L: int, H: int, P: int, N: int, dtype: torch.dtype, devic
             + [t.to(device, dtype) for t in (Bm, Cm)], doc.to(device), g.to(device, dtype))
 
 
+def _ssd_measure(name: str, fn, ins, g, ref, rg, device, reps: int) -> dict:  # noqa: ANN001
+    """Errors of output and of the x, dt, B, C gradients against float64, and timings."""
+    t0 = time.perf_counter()
+    out, grads = run_grad(fn, ins, g)
+    res = {f"{name}_first_call_s": time.perf_counter() - t0}  # Triton: autotuning included
+    for key, a, b in zip(("out", "dx", "ddt", "dB", "dC"), (out, *grads), (ref, *rg)):
+        res[f"{name}_err_{key}"] = rel_err(a, b)
+    res[f"{name}_fwd_ms"] = timeit(partial(fn, *ins), device, reps=reps)
+    res[f"{name}_fwdbwd_ms"] = timeit(partial(run_grad, fn, ins, g), device, reps=reps)
+    if name == "triton":
+        print(f"ssd: mamba_ssm first fwd+bwd {res['triton_first_call_s']:.1f} s", flush=True)
+    return res
+
+
 def bench_ssd(shapes, dtypes, device, reps: int) -> list[dict]:
     from hnetbench.models.mamba2 import ssd_chunked
     from hnetbench.models.ssd import ssd_scan
@@ -190,13 +204,8 @@ def bench_ssd(shapes, dtypes, device, reps: int) -> list[dict]:
             ref, rg = run_grad(ref64, tuple(t.double() for t in ins), g.double())
             row = dict(kernel="ssd", B=B, M=L, D=H * P, dtype=str(dtype).split(".")[-1],
                        H=H, P=P, N=N)
-            out, og = run_grad(ours, ins, g)
-            row.update(torch_err_out=rel_err(out, ref), torch_err_dx=rel_err(og[0], rg[0]),
-                       torch_err_ddt=rel_err(og[1], rg[1]), torch_err_dB=rel_err(og[2], rg[2]),
-                       torch_err_dC=rel_err(og[3], rg[3]))
-            row["torch_chunked_fwd_ms"] = timeit(partial(ours, *ins), device, reps=reps)
-            row["torch_chunked_fwdbwd_ms"] = timeit(partial(run_grad, ours, ins, g), device,
-                                                    reps=reps)
+            row.update(_ssd_measure("torch", ours, ins, g, ref, rg, device, reps))
+            best = "torch"
             if tri_scan is not None:
                 seq_idx = (doc - doc[:, :1]).int()
 
@@ -204,28 +213,22 @@ def bench_ssd(shapes, dtypes, device, reps: int) -> list[dict]:
                     return tri_scan(x, dt, A, Bm, Cm, chunk, seq_idx=seq_idx)
 
                 try:
-                    t0 = time.perf_counter()
-                    out, tg = run_grad(tri, ins, g)
-                    row["triton_first_call_s"] = time.perf_counter() - t0  # autotuning included
-                    print(f"ssd: mamba_ssm first fwd+bwd {row['triton_first_call_s']:.1f} s",
-                          flush=True)
-                    row.update(err_out=rel_err(out, ref), err_dx=rel_err(tg[0], rg[0]),
-                               err_dp=rel_err(tg[1], rg[1]), err_dB=rel_err(tg[2], rg[2]),
-                               err_dC=rel_err(tg[3], rg[3]))
-                    row["triton_fwd_ms"] = timeit(partial(tri, *ins), device, reps=reps)
-                    row["triton_fwdbwd_ms"] = timeit(partial(run_grad, tri, ins, g), device,
-                                                     reps=reps)
+                    row.update(_ssd_measure("triton", tri, ins, g, ref, rg, device, reps))
+                    best = "triton"
                 except Exception as e:  # noqa: BLE001 - keep the torch figures, name the failure
                     row["triton_error"] = f"{type(e).__name__}: {e}"[:300]
                     print(f"ssd: mamba_ssm scan failed: {row['triton_error']}", flush=True)
-            if "triton_fwd_ms" not in row:  # no mamba_ssm scan: the table shows our torch scan's
-                row.update(err_out=row["torch_err_out"], err_dx=row["torch_err_dx"],
-                           err_dp=row["torch_err_ddt"], triton_fwd_ms=float("nan"),
-                           triton_fwdbwd_ms=float("nan"))
+            # the table's columns: errors of mamba_ssm's scan when it ran, else of ours
+            row.update(err_out=row[f"{best}_err_out"], err_dx=row[f"{best}_err_dx"],
+                       err_dp=row[f"{best}_err_ddt"],
+                       torch_chunked_fwd_ms=row["torch_fwd_ms"],
+                       torch_chunked_fwdbwd_ms=row["torch_fwdbwd_ms"])
+            row.setdefault("triton_fwd_ms", float("nan"))
+            row.setdefault("triton_fwdbwd_ms", float("nan"))
             del ref, rg
             rows.append(row)
             print_row(row)
-            if tri_scan is not None and "triton_error" not in row:
+            if best == "triton":
                 print(f"{'':<8}ours (torch ssd_scan) errors: out {row['torch_err_out']:.1e} "
                       f"dx {row['torch_err_dx']:.1e} ddt {row['torch_err_ddt']:.1e} "
                       f"dB {row['torch_err_dB']:.1e} dC {row['torch_err_dC']:.1e}", flush=True)
