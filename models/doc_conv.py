@@ -41,27 +41,27 @@ class _DocConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w, bias, doc):  # noqa: ANN001, ANN205
         L, K = x.shape[1], w.shape[1]
-        cross = _crossings(doc, K)
         out = torch.addcmul(bias, x, w[:, K - 1])
         for s in range(1, min(K, L)):
             out[:, s:].addcmul_(x[:, : L - s], w[:, K - 1 - s])
-        b = torch.cat([c[0] for c in cross])
-        if b.numel():  # positions whose window crosses a start: recomputed with the mask, so
-            # that no earlier document reaches them, not even by rounding
-            flat = torch.unique(b * L + torch.cat([c[1] for c in cross]))
-            b, l = flat.div(L, rounding_mode="floor"), flat % L
+        # positions whose window crosses a start (doc ids never decrease, so the window's first
+        # input tells): recomputed with the mask, so that no earlier document reaches them, not
+        # even by rounding
+        first = (torch.arange(L, device=x.device) - (K - 1)).clamp(min=0)
+        b, l = torch.nonzero(doc[:, first] != doc, as_tuple=True)
+        if b.numel():
             lag = l[:, None] - torch.arange(K, device=x.device)  # (n, K): l, l-1, ..., l-K+1
             ok = (lag >= 0) & (doc[b[:, None], lag.clamp(min=0)] == doc[b, l][:, None])
             win = x[b[:, None], lag.clamp(min=0)] * ok[..., None].to(x.dtype)  # (n, K, C)
             out[b, l] = bias + (win * w.flip(1).T).sum(1)
-        ctx.save_for_backward(x, w)
-        ctx.cross = cross
+        ctx.save_for_backward(x, w, doc)
         return out
 
     @staticmethod
     def backward(ctx, dout):  # noqa: ANN001, ANN205
-        x, w = ctx.saved_tensors
+        x, w, doc = ctx.saved_tensors
         L, K = x.shape[1], w.shape[1]
+        cross = _crossings(doc, K)
         dx = dout * w[:, K - 1]
         dw = torch.empty_like(w)
         dw[:, K - 1] = (dout * x).sum((0, 1))
@@ -72,7 +72,7 @@ class _DocConv(torch.autograd.Function):
                 continue
             dx[:, : L - s].addcmul_(dout[:, s:], ws)
             acc = (dout[:, s:] * x[:, : L - s]).sum((0, 1))
-            b, l = ctx.cross[s - 1]
+            b, l = cross[s - 1]
             if b.numel():
                 g = dout[b, l]
                 dx.index_put_((b, l - s), -g * ws, accumulate=True)

@@ -313,7 +313,7 @@ def reference_keys(model) -> dict[str, list[int]]:  # noqa: ANN001
 
 def parity(classes, cfg: dict, state: dict, device: str, dtype_name: str) -> dict:  # noqa: ANN001
     import torch
-    from hnetbench.models import build_model
+    from hnetbench.models import build_model, mamba2
     from hnetbench.models.convert import (
         OUR_BOS,
         REF_BOS,
@@ -333,8 +333,6 @@ def parity(classes, cfg: dict, state: dict, device: str, dtype_name: str) -> dic
     ours = ours.to(device=device, dtype=dtype).eval()
 
     ids_ref, ids_ours = sample_ids(REF_BOS, device), sample_ids(OUR_BOS, device)
-    from hnetbench.models import mamba2
-
     with torch.no_grad():
         r = ref(ids_ref, mask=torch.ones_like(ids_ref, dtype=torch.bool))
         o = ours(ids_ours)
