@@ -1,7 +1,22 @@
-"""The CPU default Mamba-2 SSD scan: chunked, head-major, with document resets.
+"""The CPU default Mamba-2 SSD scan: chunked, with document resets.
 
-Same contract as `mamba2.ssd_chunked` (kept as the reference it is tested against, with
-`mamba2.ssd_naive`), reorganised for fewer elementwise passes and copies:
+Same contract as `mamba2.ssd_chunked` (kept as the reference both are tested against, with
+`mamba2.ssd_naive`). Two forms:
+
+`ssd_scan_factored` (the default) uses that a head's decay is a scalar: inside a chunk,
+exp(cs_i - cs_j) = exp(cs_i - r) * exp(r - cs_j), so
+
+    y_i = exp(cs_i - r) * sum_{j <= i, same doc} (C_i . B_j) * exp(r - cs_j) * dt_j x_j
+
+and the Q x Q matrix (C_i . B_j, masked) is one per group and chunk instead of one decay matrix
+per head: the per-head work becomes elementwise scalings of (position, head) tensors and one
+wide matmul per group, in the inputs' own layout (views, no permute-copies, when G = 1). The
+shift r (half the chunk's total log-decay, detached: the product does not depend on it) keeps
+both factors within exp(+-LIMIT/2); a chunk whose total decay exceeds LIMIT would overflow
+float32, so `ssd_scan` then halves the chunk, and below 8 positions falls back to:
+
+`ssd_scan_segsum`, which builds the per-head decay matrix from differences cs_i - cs_j (never
+overflows), reorganised for fewer elementwise passes and copies:
 - one head-major layout (b, G, R, chunks, Q, .) so every contraction is a plain batched matmul
   (no einsum permute-copies); B and C stay per group (no repeat over the R heads of a group);
 - the intra-chunk decay matrix is built once (subtract, mask, exp, times C.B) per head;
@@ -32,18 +47,19 @@ def pick_chunk(L: int, chunk: int, d_state: int, headdim: int) -> int:
     return max(1, min(q, chunk))
 
 
-def _carry(g: torch.Tensor, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chunk-to-chunk recurrence S_c = S_{c-1} * g_c + states_c over dim 3 of states
-    (b, G, R, nc, N, P); g (b, G|1, R|1, nc). Returns (the state entering each chunk, the state
-    after the last one). A loop over unbound chunks: slicing a tensor per chunk would make
-    autograd zero-fill a full-size gradient for every slice."""
-    gs, ss = g.unbind(3), states.unbind(3)
+def _carry(g: torch.Tensor, states: torch.Tensor, dim: int = 3
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chunk-to-chunk recurrence S_c = S_{c-1} * g_c + states_c over dimension `dim` (the
+    chunks) of states and g, g broadcasting against the states of one chunk. Returns (the
+    state entering each chunk, the state after the last one). A loop over unbound chunks:
+    slicing a tensor per chunk would make autograd zero-fill a full-size gradient each time."""
+    gs, ss = g.unbind(dim), states.unbind(dim)
     S = ss[0]
     entering = [torch.zeros_like(S), S]
     for c in range(1, len(ss)):
-        S = torch.addcmul(ss[c], S, gs[c][..., None, None])
+        S = torch.addcmul(ss[c], S, gs[c])
         entering.append(S)
-    return torch.stack(entering[:-1], dim=3), S
+    return torch.stack(entering[:-1], dim=dim), S
 
 
 class _DecayTimesCB(torch.autograd.Function):
@@ -73,7 +89,7 @@ class _DecayTimesCB(torch.autograd.Function):
         return dcs, dCB, None
 
 
-def ssd_scan(x, dt, A, B, C, chunk: int, doc=None):  # noqa: ANN001, ANN201 - same as reference
+def ssd_scan_segsum(x, dt, A, B, C, chunk: int, doc=None, Q: int | None = None):  # noqa: ANN001, ANN201
     """x (b,L,H,P), dt (b,L,H), A (H,), B/C (b,L,G,N), doc (b,L) nondecreasing document ids.
 
     Returns (y (b,L,H,P), final state (b,H,P,N)), equal to `ssd_chunked` up to rounding.
@@ -81,7 +97,7 @@ def ssd_scan(x, dt, A, B, C, chunk: int, doc=None):  # noqa: ANN001, ANN201 - sa
     b, L, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
     R = H // G
-    Q = pick_chunk(L, chunk, N, P)
+    Q = Q or pick_chunk(L, chunk, N, P)
     if doc is None:
         doc = torch.zeros(b, L, dtype=torch.long, device=x.device)
     pad = (-L) % Q
@@ -113,7 +129,7 @@ def ssd_scan(x, dt, A, B, C, chunk: int, doc=None):  # noqa: ANN001, ANN201 - sa
     #    holds a reset (then its last document starts inside it and nothing older survives)
     prev_last = F.pad(last, (1, 0), value=-1)[:, :-1]
     cont = (last == prev_last).to(x.dtype)[:, None, None]  # (b,1,1,nc)
-    s_in, s_final = _carry(torch.exp(cs[..., -1]) * cont, states)
+    s_in, s_final = _carry((torch.exp(cs[..., -1]) * cont)[..., None, None], states)
     # C_i . (state entering chunk c), for the R heads of a group in one matmul; positions of a
     # document that starts inside the chunk get nothing (chunk 0 enters with prev_last = -1)
     s_in = s_in.permute(0, 1, 3, 4, 2, 5).reshape(b, G, nc, N, R * P)
@@ -122,4 +138,81 @@ def ssd_scan(x, dt, A, B, C, chunk: int, doc=None):  # noqa: ANN001, ANN201 - sa
     y = torch.addcmul(y, off, (torch.exp(cs) * enter)[..., None])
     y = y.permute(0, 3, 4, 1, 2, 5).reshape(b, nc * Q, H, P)[:, :L]
     final = s_final.reshape(b, H, N, P).transpose(-1, -2)
+    return y, final
+
+
+# largest total log-decay of one chunk for the factored form: its factors stay within exp(+-40)
+# (~2e17), far from float32's 3e38 even after the products and sums of a chunk
+LIMIT = 80.0
+MIN_FACTORED_CHUNK = 8
+
+
+def ssd_scan(x, dt, A, B, C, chunk: int, doc=None):  # noqa: ANN001, ANN201 - same as reference
+    """x (b,L,H,P), dt (b,L,H), A (H,), B/C (b,L,G,N), doc (b,L) nondecreasing document ids.
+
+    Returns (y (b,L,H,P), final state (b,H,P,N)), equal to `ssd_chunked` up to rounding: the
+    factored form with the chunk from `pick_chunk`, halved while some chunk decays by more than
+    LIMIT, else the segsum form."""
+    Q = pick_chunk(x.shape[1], chunk, B.shape[3], x.shape[3])
+    a = (dt * A).detach()  # (b, L, H) log-decay per position, <= 0
+    while Q >= MIN_FACTORED_CHUNK:
+        pad = (-a.shape[1]) % Q
+        per_chunk = F.pad(a, (0, 0, 0, pad)).unflatten(1, (-1, Q)).sum(2)
+        if float(-per_chunk.min()) <= LIMIT:
+            return ssd_scan_factored(x, dt, A, B, C, Q, doc)
+        Q //= 2
+    return ssd_scan_segsum(x, dt, A, B, C, chunk, doc)
+
+
+def ssd_scan_factored(x, dt, A, B, C, Q: int, doc=None):  # noqa: ANN001, ANN201
+    """The factored scan with chunk length exactly Q (module doc); the caller makes sure no
+    chunk's total log-decay exceeds LIMIT (else exp(r - cs) can overflow float32)."""
+    b, L, H, P = x.shape
+    G, N = B.shape[2], B.shape[3]
+    R = H // G
+    if doc is None:
+        doc = torch.zeros(b, L, dtype=torch.long, device=x.device)
+    pad = (-L) % Q
+    if pad:  # zero dt adds nothing and decays nothing; padding continues the last document
+        x, dt = F.pad(x, (0, 0, 0, 0, 0, pad)), F.pad(dt, (0, 0, 0, pad))
+        B, C = F.pad(B, (0, 0, 0, 0, 0, pad)), F.pad(C, (0, 0, 0, 0, 0, pad))
+        doc = torch.cat([doc, doc[:, -1:].expand(b, pad)], dim=1)
+    nc = (L + pad) // Q
+
+    def per_head(t: torch.Tensor) -> torch.Tensor:  # (b, nc, Q, H) -> (b, G, nc, Q, R, 1)
+        return t.view(b, nc, Q, G, R).permute(0, 3, 1, 2, 4)[..., None]
+
+    cs = (dt * A).view(b, nc, Q, H).cumsum(2)  # log-decay from the chunk's start, falling
+    total = cs[:, :, -1]  # (b, nc, H): each chunk's whole decay
+    xg = x.view(b, nc, Q, G, R, P).permute(0, 3, 1, 2, 4, 5)  # (b, G, nc, Q, R, P)
+    dt = dt.view(b, nc, Q, H)
+    Bg = B.view(b, nc, Q, G, N).permute(0, 3, 1, 2, 4)  # (b, G, nc, Q, N)
+    Cg = C.view(b, nc, Q, G, N).permute(0, 3, 1, 2, 4)
+    doc = doc.view(b, nc, Q)
+
+    # 1) inside each chunk, through the group's masked C.B (one Q x Q matrix per group)
+    r = (0.5 * total.detach())[:, :, None]  # (b, nc, 1, H)
+    causal = torch.ones(Q, Q, dtype=torch.bool, device=x.device).tril()
+    keep = (causal & (doc[..., :, None] == doc[..., None, :]))[:, None]  # (b, 1, nc, Q, Q)
+    CB = (Cg @ Bg.transpose(-1, -2)) * keep
+    # dt folds into the per-(position, head) factors: one pass over x each, not two
+    y = CB @ (xg * per_head(dt * torch.exp(r - cs))).reshape(b, G, nc, Q, R * P)
+    y = y.view(b, G, nc, Q, R, P) * per_head(torch.exp(cs - r))
+
+    # 2) each chunk's end state from its last document's positions: (b, G, nc, N, R*P)
+    last = doc[..., -1]  # (b, nc)
+    same_last = (doc == last[..., None]).to(x.dtype)[..., None]  # (b, nc, Q, 1)
+    w = torch.exp(total[:, :, None] - cs) * same_last  # decay to the chunk's end, <= 1
+    states = Bg.transpose(-1, -2) @ (xg * per_head(dt * w)).reshape(b, G, nc, Q, R * P)
+
+    # 3) carry across chunks (a chunk holding a reset carries nothing older), then C_i . state
+    prev_last = F.pad(last, (1, 0), value=-1)[:, :-1]
+    cont = (last == prev_last).to(x.dtype)[..., None]  # (b, nc, 1)
+    g = (torch.exp(total) * cont).view(b, nc, G, R).permute(0, 2, 1, 3)  # (b, G, nc, R)
+    s_in, s_final = _carry(g[..., None, :, None], states.view(b, G, nc, N, R, P), dim=2)
+    off = (Cg @ s_in.view(b, G, nc, N, R * P)).view(b, G, nc, Q, R, P)
+    enter = (doc == prev_last[..., None]).to(x.dtype)[..., None]  # (b, nc, Q, 1)
+    y = torch.addcmul(y, off, per_head(torch.exp(cs) * enter))
+    y = y.permute(0, 2, 3, 1, 4, 5).reshape(b, nc * Q, H, P)[:, :L]
+    final = s_final.permute(0, 1, 3, 4, 2).reshape(b, H, P, N)  # (b, G, N, R, P) -> (b,H,P,N)
     return y, final

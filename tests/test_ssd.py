@@ -1,12 +1,14 @@
-"""The CPU default SSD scan (models/ssd.py) against the sequential recurrence and the previous
-chunked scan, in float64, forward and backward, with document resets."""
+"""The CPU default SSD scan (models/ssd.py: the factored form and the segsum form it falls back
+to) against the sequential recurrence and the previous chunked scan, in float64, forward and
+backward, with document resets."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from hnetbench.models import ssd
 from hnetbench.models.mamba2 import ssd_chunked, ssd_naive
-from hnetbench.models.ssd import pick_chunk, ssd_scan
+from hnetbench.models.ssd import pick_chunk, ssd_scan, ssd_scan_factored, ssd_scan_segsum
 
 
 def _inputs(b: int, L: int, H: int, P: int, N: int, G: int, resets: float, seed: int = 0):
@@ -32,12 +34,15 @@ def _inputs(b: int, L: int, H: int, P: int, N: int, G: int, resets: float, seed:
         (2, 96, 4, 8, 8, 1, 32, 1.0),  # every position its own document
     ],
 )
-def test_ssd_scan_matches_reference_forward_and_backward(b, L, H, P, N, G, chunk, resets):
+@pytest.mark.parametrize("form", ["default", "factored", "segsum"])
+def test_ssd_scan_matches_reference_forward_and_backward(b, L, H, P, N, G, chunk, resets, form):
     args, start = _inputs(b, L, H, P, N, G, resets)
     doc = start.long().cumsum(1)
     for a in args:
         a.requires_grad_(True)
-    y_new, s_new = ssd_scan(*args, chunk, doc)
+    scan = {"default": ssd_scan, "segsum": ssd_scan_segsum,
+            "factored": lambda *a: ssd_scan_factored(*a[:5], pick_chunk(L, chunk, N, P), a[6])}
+    y_new, s_new = scan[form](*args, chunk, doc)
     y_ref, s_ref = ssd_chunked(*args, chunk, doc)
     y_seq, s_seq = ssd_naive(*args, start)
     torch.testing.assert_close(y_new, y_seq, rtol=1e-10, atol=1e-10)
@@ -52,6 +57,42 @@ def test_ssd_scan_matches_reference_forward_and_backward(b, L, H, P, N, G, chunk
     for name, gn, gr, gs in zip("x dt A B C".split(), g_new, g_ref, g_seq):
         torch.testing.assert_close(gn, gs, rtol=1e-9, atol=1e-9, msg=f"d{name} vs naive")
         torch.testing.assert_close(gn, gr, rtol=1e-9, atol=1e-9, msg=f"d{name} vs chunked")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ssd_scan_strong_decays_halve_the_chunk_or_fall_back(dtype, monkeypatch):
+    """Decays too strong for the factored form's exp factors (a chunk's total log-decay above
+    LIMIT) make ssd_scan halve the chunk, and below MIN_FACTORED_CHUNK use the segsum form;
+    results stay finite and equal to the reference."""
+    args, start = _inputs(2, 128, 4, 8, 8, 1, 0.05)
+    args = [a.to(dtype) for a in args]
+    doc = start.long().cumsum(1)
+    calls = []
+    real_factored, real_segsum = ssd.ssd_scan_factored, ssd.ssd_scan_segsum
+    monkeypatch.setattr(ssd, "ssd_scan_factored",
+                        lambda *a: calls.append(("factored", a[5])) or real_factored(*a))
+    monkeypatch.setattr(ssd, "ssd_scan_segsum",
+                        lambda *a: calls.append(("segsum", None)) or real_segsum(*a))
+    y_ref, _ = ssd_chunked(*[a.double() for a in args], 32, doc)
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
+    seen = []
+    for scale in (1.0, 3.0, 100.0):
+        dt = args[1] * scale
+        a = -(dt * args[2])  # per position log-decay
+        expect = ("segsum", None)
+        for q in (32, 16, 8):  # the largest chunk whose every chunk decays by <= LIMIT
+            if a.view(2, -1, q, 4).sum(2).max() <= ssd.LIMIT:
+                expect = ("factored", q)
+                break
+        calls.clear()
+        y, s = ssd.ssd_scan(args[0], dt, args[2], args[3], args[4], 32, doc)
+        y_ref, s_ref = ssd_chunked(*[a.double() for a in (args[0], dt, *args[2:])], 32, doc)
+        assert calls == [expect], (scale, calls)
+        seen.append(expect)
+        assert torch.isfinite(y).all() and torch.isfinite(s).all()
+        torch.testing.assert_close(y.double(), y_ref, **tol)
+        torch.testing.assert_close(s.double(), s_ref, **tol)
+    assert seen == [("factored", 32), ("factored", 16), ("segsum", None)], seen
 
 
 def test_ssd_scan_isolates_documents():
