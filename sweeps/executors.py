@@ -88,35 +88,64 @@ def _die_with_parent() -> None:
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def _use_zygote() -> bool:
+    """Fork local jobs from a preloaded process (sweeps/zygote.py) unless HNETBENCH_ZYGOTE=0
+    (then each job is a fresh `python -m hnetbench.sweeps.job`)."""
+    return os.environ.get("HNETBENCH_ZYGOTE", "1").strip() != "0"
+
+
 @register_executor("local")
 def run_local(spec: SweepSpec, sweep_dir: Path, run_dirs: list[Path], max_parallel: int,
               log: Log) -> dict[str, str]:
-    """A pool of `python -m hnetbench.sweeps.job RUN_DIR` subprocesses, max_parallel at a time."""
+    """A pool of jobs, max_parallel at a time: each forked from a zygote that has the heavy
+    imports done (sweeps/zygote.py), or a `python -m hnetbench.sweeps.job RUN_DIR` subprocess
+    when the zygote is off or cannot start."""
     todo = list(run_dirs)
-    running: dict[str, subprocess.Popen] = {}
+    running: dict[str, Any] = {}
     out: dict[str, str] = {}
     t0 = now()
-    while todo or running:
-        while todo and len(running) < max(1, max_parallel):
-            rd = todo.pop(0)
-            if cancelled_since(rd, t0):
-                out[str(rd)] = "cancelled"
-                continue
-            side_by_side = min(max(1, max_parallel), len(running) + len(todo) + 1)
-            with open(rd / "job.log", "ab") as f:
-                running[str(rd)] = subprocess.Popen(
-                    [sys.executable, "-m", "hnetbench.sweeps.job", str(rd)],
-                    stdout=f, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
-                    env=thread_env(side_by_side),
-                )
-            log(f"started {rd.name} (pid {running[str(rd)].pid})")
-        time.sleep(0.2)
-        for key, proc in list(running.items()):
-            rc = proc.poll()
-            if rc is not None:
-                out[key] = _OUTCOME.get(rc, "failed")
-                log(f"{out[key]:9s} {Path(key).name}")
-                del running[key]
+    zygote = None
+    if _use_zygote() and len(todo) > 1:
+        from hnetbench.sweeps.zygote import Zygote
+
+        try:
+            zygote = Zygote()
+        except (OSError, RuntimeError) as e:
+            log(f"job zygote unavailable ({e}); starting each job afresh")
+    try:
+        while todo or running:
+            while todo and len(running) < max(1, max_parallel):
+                rd = todo.pop(0)
+                if cancelled_since(rd, t0):
+                    out[str(rd)] = "cancelled"
+                    continue
+                side_by_side = min(max(1, max_parallel), len(running) + len(todo) + 1)
+                env = thread_env(side_by_side)
+                if zygote is not None:
+                    running[str(rd)] = zygote.start(rd, rd / "job.log", env)
+                else:
+                    with open(rd / "job.log", "ab") as f:
+                        running[str(rd)] = subprocess.Popen(
+                            [sys.executable, "-m", "hnetbench.sweeps.job", str(rd)],
+                            stdout=f, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+                            env=env,
+                        )
+                how = ", forked" if zygote is not None else ""
+                log(f"started {rd.name} (pid {running[str(rd)].pid}{how})")
+            time.sleep(0.2)
+            for key, proc in list(running.items()):
+                try:
+                    rc = proc.poll()
+                except RuntimeError as e:  # the zygote died, and its jobs with it
+                    log(f"{e}: {Path(key).name} lost; later jobs start afresh")
+                    zygote, rc = None, -signal.SIGKILL
+                if rc is not None:
+                    out[key] = _OUTCOME.get(rc, "failed")
+                    log(f"{out[key]:9s} {Path(key).name}")
+                    del running[key]
+    finally:
+        if zygote is not None:
+            zygote.close()
     return out
 
 
