@@ -198,9 +198,11 @@ def run_evals(run_dir: Path, spec: dict[str, Any]) -> dict[str, str]:
             steps.append((f"bpb/{split}", ["bpb", *ck, "--split", split]))
     if tasks:
         steps.append(("tasks", ["lm", *ck, "--tasks", ",".join(tasks), *limit]))
-    if spec.get("robustness"):
-        robust = ",".join(tasks or ["hellaswag"])
-        steps.append(("robustness", ["robustness", *ck, "--tasks", robust, *limit]))
+    if spec.get("robustness"):  # its own tasks and limit when a `robustness:` section chose
+        robust = _task_names(run_dir, spec.get("robustness_tasks") or tasks or ["hellaswag"])
+        rlimit = spec.get("robustness_limit", spec.get("limit"))
+        steps.append(("robustness", ["robustness", *ck, "--tasks", ",".join(robust),
+                                     *(["--limit", str(rlimit)] if rlimit else [])]))
     outcome: dict[str, str] = {}
     for name, argv in steps:
         try:

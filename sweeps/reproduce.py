@@ -174,8 +174,10 @@ def run_branches(spec: SweepSpec, sweep_dir: Path, executor: str, max_parallel: 
 
 def run_robustness(spec: SweepSpec, sweep_dir: Path, max_parallel: int,
                    log: Callable[[str], None]) -> int:
-    """Phase 3: `hnetbench eval robustness` on the finished runs the spec's `robustness:` section
-    selects, `max_parallel` at a time; runs whose eval.json already has robustness are skipped."""
+    """Phase 3, a catch-up: `hnetbench eval robustness` on the finished runs the spec's
+    `robustness:` section selects whose eval.json has no robustness yet (their jobs run it; this
+    covers runs that finished before, or whose robustness eval failed), `max_parallel` at a
+    time."""
     import subprocess
     import sys
 

@@ -161,6 +161,18 @@ def format_plan(spec: SweepSpec, rows: list[dict[str, Any]], executor: str) -> s
     return "\n".join(lines)
 
 
+def job_evals(spec: SweepSpec, cfg: Any) -> dict[str, Any]:
+    """The evals a run's job does after training: the spec's `eval:`, plus the robustness eval
+    for the runs its `robustness:` section selects (by domain and seed), so that it runs inside
+    those jobs, packed with the other jobs, instead of in a phase of its own afterwards."""
+    evals = to_dict(spec.eval)
+    rs = spec.robustness
+    if rs is not None and cfg.data.domain in rs.domains and cfg.train.seed in rs.seeds:
+        evals.update(robustness=True, robustness_tasks=list(rs.tasks),
+                     robustness_limit=rs.limit)
+    return evals
+
+
 def write_plan(spec: SweepSpec, runs: list[PlannedRun], rows: list[dict[str, Any]],
                sweep_dir: Path) -> None:
     """spec.yaml copy, plan.json and each run's config.yaml + job.json."""
@@ -168,13 +180,13 @@ def write_plan(spec: SweepSpec, runs: list[PlannedRun], rows: list[dict[str, Any
     atomic_write_text(sweep_dir / "spec.yaml", Path(spec.path).read_text(encoding="utf-8"))
     write_json(sweep_dir / "plan.json", {"sweep": spec.name, "spec": str(spec.path),
                                          "written": now(), "runs": rows})
-    evals = to_dict(spec.eval)
     for run, row in zip(runs, rows):
         rd = sweep_dir / run.run_id
         rd.mkdir(exist_ok=True)
         if not (rd / "config.yaml").exists():
             save_config(run.cfg, rd / "config.yaml")
-        write_json(rd / "job.json", {"sweep": spec.name, "label": run.label, "eval": evals,
+        write_json(rd / "job.json", {"sweep": spec.name, "label": run.label,
+                                     "eval": job_evals(spec, run.cfg),
                                      "match": row["match"],
                                      "flops_per_byte": row["flops_per_byte"]})
 

@@ -82,8 +82,9 @@ class BranchSpec:
 
 @dataclass
 class RobustnessSpec:
-    """Robustness evals on selected finished runs only (reproduce's last phase): a robustness
-    eval scores every item once per perturbation, so a preset spends it where a claim needs it."""
+    """Robustness evals on selected runs only, run by those runs' jobs after their other evals
+    (`reproduce` catches up any selected run that lacks one): a robustness eval scores every
+    item once per perturbation, so a preset spends it where a claim needs it."""
 
     domains: list[str] = field(default_factory=lambda: ["en"])
     seeds: list[int] = field(default_factory=lambda: [0])

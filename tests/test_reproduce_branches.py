@@ -1,5 +1,6 @@
-"""`hnetbench reproduce --spec`: a real tiny sweep, its cool-down branch phase and robustness
-phase, then the report, all through the local executor; a rerun has nothing left to do."""
+"""`hnetbench reproduce --spec`: a real tiny sweep (the selected runs' jobs run their robustness
+eval), its cool-down branch phase, the robustness catch-up phase, then the report, all through
+the local executor; a rerun has nothing left to do, or only the robustness a run lost."""
 
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ def test_reproduce_runs_branches_robustness_and_report(tmp_path: Path, capsys):
         assert b.summary["steps"] == 4 and "bpb" in b.eval  # evaluated like any run
     for r in runs:
         if r not in branches:
-            assert "robustness" in r.eval, r.name  # English seed 0: the robustness phase
+            assert "robustness" in r.eval, r.name  # English seed 0: done by the run's job
+            assert "| AntSpeak |" in (r.path / "job.log").read_text(), r.name
     md = (sweep / "report.md").read_text()
     assert md.index("Claims of the paper") < md.index("Held-out BPB with 95% intervals")
     bpb = R.build_report(sweep, tmp_path / "out", warn=lambda m: None).tables["bpb"]
@@ -55,7 +57,16 @@ def test_reproduce_runs_branches_robustness_and_report(tmp_path: Path, capsys):
         assert budgets == [pytest.approx(4 * 128.0, rel=0.1), pytest.approx(8 * 128.0, rel=0.1)]
     out = capsys.readouterr().out
     assert "tiny-repro/branches: 2 runs, 2 to run" in out
+    assert "tiny-repro/robustness: 0 runs to evaluate" in out  # the jobs did it
     # a rerun: every run, branch and eval is already there
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "2 runs, 0 to run" in out and "tiny-repro/robustness: 0 runs to evaluate" in out
+    # a run whose robustness eval is missing (a failed eval, an older run) is caught up
+    lost = next(r for r in runs if r not in branches)
+    ev = json.loads((lost.path / "eval.json").read_text())
+    del ev["robustness"]
+    (lost.path / "eval.json").write_text(json.dumps(ev))
+    assert cli.main(argv) == 0
+    assert "tiny-repro/robustness: 1 runs to evaluate" in capsys.readouterr().out
+    assert "robustness" in json.loads((lost.path / "eval.json").read_text())
