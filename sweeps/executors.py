@@ -106,10 +106,10 @@ def run_local(spec: SweepSpec, sweep_dir: Path, run_dirs: list[Path], max_parall
     t0 = now()
     zygote = None
     if _use_zygote() and len(todo) > 1:
-        from hnetbench.sweeps.zygote import Zygote
+        from hnetbench.sweeps.zygote import shared_zygote
 
         try:
-            zygote = Zygote()
+            zygote = shared_zygote()
         except (OSError, RuntimeError) as e:
             log(f"job zygote unavailable ({e}); starting each job afresh")
     try:
@@ -144,7 +144,7 @@ def run_local(spec: SweepSpec, sweep_dir: Path, run_dirs: list[Path], max_parall
                     log(f"{out[key]:9s} {Path(key).name}")
                     del running[key]
     finally:
-        if zygote is not None:
+        if zygote is not None and running:  # interrupted: its jobs go with it
             zygote.close()
     return out
 

@@ -388,41 +388,58 @@ def cancel_sweep(spec_path: str | Path, results: str | Path = "results", log: Lo
     spec, sweep_dir, rows = _planned(spec_path, results)
     slurm_hit = cancel_jobs(sweep_dir, log)
     host = socket.gethostname()
+    marked: set[str] = set()
+    signalled: set[int] = set()
+
+    def mark_unheld() -> None:
+        """Mark cancelled every unfinished run no job holds (a local runner then skips it)."""
+        for row in rows:
+            rd = sweep_dir / row["run_id"]
+            if row["run_id"] in marked or not rd.is_dir() or is_completed(rd):
+                continue
+            lock = RunLock(rd)
+            if lock.acquire():
+                try:
+                    if not is_completed(rd):
+                        if read_status(rd)["state"] != "cancelled":
+                            update_status(rd, state="cancelled",
+                                          error="cancelled by sweep cancel", finished=now())
+                        marked.add(row["run_id"])
+                finally:
+                    lock.release()
+
+    def stop_local() -> None:
+        """SIGTERM the local processes holding runs, including jobs a local runner started
+        while we were cancelling (a forked job claims its run within a fraction of a second)."""
+        for row in rows:
+            rd = sweep_dir / row["run_id"]
+            owner = live_owner(rd) if rd.is_dir() else None
+            if owner and owner.get("host") == host and owner.get("pid") and \
+                    not owner.get("slurm_job_id") and int(owner["pid"]) not in signalled:
+                signalled.add(int(owner["pid"]))
+                try:
+                    os.kill(int(owner["pid"]), signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+    mark_unheld()
+    stop_local()
     deadline = time.time() + wait_s
-    for row in rows:  # local jobs (no Slurm job): SIGTERM the process that holds the run
-        rd = sweep_dir / row["run_id"]
-        owner = live_owner(rd) if rd.is_dir() else None
-        if owner and owner.get("host") == host and owner.get("pid") and \
-                not owner.get("slurm_job_id"):
-            try:
-                os.kill(int(owner["pid"]), signal.SIGTERM)
-            except ProcessLookupError:
-                pass
     pending = {row["run_id"] for row in rows if (sweep_dir / row["run_id"]).is_dir()}
     while time.time() < deadline:
+        stop_local()
         busy = {r for r in pending if live_owner(sweep_dir / r) is not None}
         recs = slurm.job_records(slurm_hit.values()) if slurm_hit else {}
         busy |= {r for r, j in slurm_hit.items() if j in recs and recs[j]["state"] in slurm.ACTIVE}
         if not busy:
             break
         time.sleep(0.3)
-    n = 0
+    mark_unheld()
     for row in rows:
         rd = sweep_dir / row["run_id"]
-        if not rd.is_dir() or is_completed(rd):
-            continue
-        lock = RunLock(rd)
-        if lock.acquire():
-            try:
-                if not is_completed(rd):
-                    if read_status(rd)["state"] != "cancelled":
-                        update_status(rd, state="cancelled", error="cancelled by sweep cancel",
-                                      finished=now())
-                    n += 1
-            finally:
-                lock.release()
-        else:
-            log(f"still stopping {row['run_id']} {row['label']} (held by {lock.owner()}); "
-                "its job records `cancelled` when it ends")
+        if row["run_id"] not in marked and rd.is_dir() and not is_completed(rd):
+            log(f"still stopping {row['run_id']} {row['label']} (held by {RunLock(rd).owner()});"
+                " its job records `cancelled` when it ends")
+    n = len(marked)
     log(f"sweep {spec.name}: marked {n} runs cancelled")
     return 0
