@@ -62,6 +62,20 @@ def _carry(g: torch.Tensor, states: torch.Tensor, dim: int = 3
     return torch.stack(entering[:-1], dim=dim), S
 
 
+def _pad_to_chunks(x, dt, B, C, doc, Q: int):  # noqa: ANN001, ANN202 - the scans' inputs
+    """Pad the length to a multiple of Q: zero dt adds nothing and decays nothing, and the
+    padding continues the last document. doc None = one document per row."""
+    b, L = x.shape[:2]
+    if doc is None:
+        doc = torch.zeros(b, L, dtype=torch.long, device=x.device)
+    pad = (-L) % Q
+    if pad:
+        x, dt = F.pad(x, (0, 0, 0, 0, 0, pad)), F.pad(dt, (0, 0, 0, pad))
+        B, C = F.pad(B, (0, 0, 0, 0, 0, pad)), F.pad(C, (0, 0, 0, 0, 0, pad))
+        doc = torch.cat([doc, doc[:, -1:].expand(b, pad)], dim=1)
+    return x, dt, B, C, doc
+
+
 class _DecayTimesCB(torch.autograd.Function):
     """M_ij = exp(cs_i - cs_j) * CB_ij where j <= i in the same document, else 0.
 
@@ -98,14 +112,8 @@ def ssd_scan_segsum(x, dt, A, B, C, chunk: int, doc=None, Q: int | None = None):
     G, N = B.shape[2], B.shape[3]
     R = H // G
     Q = Q or pick_chunk(L, chunk, N, P)
-    if doc is None:
-        doc = torch.zeros(b, L, dtype=torch.long, device=x.device)
-    pad = (-L) % Q
-    if pad:  # zero dt adds nothing and decays nothing; padding continues the last document
-        x, dt = F.pad(x, (0, 0, 0, 0, 0, pad)), F.pad(dt, (0, 0, 0, pad))
-        B, C = F.pad(B, (0, 0, 0, 0, 0, pad)), F.pad(C, (0, 0, 0, 0, 0, pad))
-        doc = torch.cat([doc, doc[:, -1:].expand(b, pad)], dim=1)
-    nc = (L + pad) // Q
+    x, dt, B, C, doc = _pad_to_chunks(x, dt, B, C, doc, Q)
+    nc = x.shape[1] // Q
     # head-major views: (b, G, R, nc, Q, .) for per-head tensors, (b, G, nc, Q, .) per group
     xdt = (x * dt[..., None]).view(b, nc, Q, G, R, P).permute(0, 3, 4, 1, 2, 5)
     cs = (dt * A).view(b, nc, Q, G, R).permute(0, 3, 4, 1, 2).cumsum(-1)  # (b,G,R,nc,Q)
@@ -170,14 +178,8 @@ def ssd_scan_factored(x, dt, A, B, C, Q: int, doc=None):  # noqa: ANN001, ANN201
     b, L, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
     R = H // G
-    if doc is None:
-        doc = torch.zeros(b, L, dtype=torch.long, device=x.device)
-    pad = (-L) % Q
-    if pad:  # zero dt adds nothing and decays nothing; padding continues the last document
-        x, dt = F.pad(x, (0, 0, 0, 0, 0, pad)), F.pad(dt, (0, 0, 0, pad))
-        B, C = F.pad(B, (0, 0, 0, 0, 0, pad)), F.pad(C, (0, 0, 0, 0, 0, pad))
-        doc = torch.cat([doc, doc[:, -1:].expand(b, pad)], dim=1)
-    nc = (L + pad) // Q
+    x, dt, B, C, doc = _pad_to_chunks(x, dt, B, C, doc, Q)
+    nc = x.shape[1] // Q
 
     def per_head(t: torch.Tensor) -> torch.Tensor:  # (b, nc, Q, H) -> (b, G, nc, Q, R, 1)
         return t.view(b, nc, Q, G, R).permute(0, 3, 1, 2, 4)[..., None]
