@@ -88,8 +88,13 @@ def test_threads_per_run_and_executor_env(monkeypatch):
     assert int(out.stdout) == threads.available_cores()
 
 
-def test_local_executor_gives_each_run_its_share(tmp_path, monkeypatch):
+@pytest.mark.parametrize("zygote", ["0", "1"])
+def test_local_executor_gives_each_run_its_share(tmp_path, monkeypatch, zygote):
+    """Fresh processes (HNETBENCH_ZYGOTE=0) and forked jobs get the same thread shares."""
+    from hnetbench.sweeps import zygote as zygote_mod
+
     monkeypatch.delenv("HNETBENCH_THREADS", raising=False)
+    monkeypatch.setenv("HNETBENCH_ZYGOTE", zygote)
     monkeypatch.setattr(threads, "available_cores", lambda: 4)
     seen: list[str] = []
 
@@ -102,7 +107,12 @@ def test_local_executor_gives_each_run_its_share(tmp_path, monkeypatch):
         def poll(self) -> int:
             return 0
 
+    class Forker:
+        def start(self, run_dir, log, env):  # noqa: ANN001, ANN201
+            return Done(None, env)
+
     monkeypatch.setattr(executors.subprocess, "Popen", Done)
+    monkeypatch.setattr(zygote_mod, "shared_zygote", lambda: Forker())
     dirs = [tmp_path / f"r{i}" for i in range(3)]
     for d in dirs:
         d.mkdir()
