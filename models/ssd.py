@@ -103,7 +103,7 @@ class _DecayTimesCB(torch.autograd.Function):
         return dcs, dCB, None
 
 
-def ssd_scan_segsum(x, dt, A, B, C, chunk: int, doc=None, Q: int | None = None):  # noqa: ANN001, ANN201
+def ssd_scan_segsum(x, dt, A, B, C, chunk: int, doc=None):  # noqa: ANN001, ANN201
     """x (b,L,H,P), dt (b,L,H), A (H,), B/C (b,L,G,N), doc (b,L) nondecreasing document ids.
 
     Returns (y (b,L,H,P), final state (b,H,P,N)), equal to `ssd_chunked` up to rounding.
@@ -111,7 +111,7 @@ def ssd_scan_segsum(x, dt, A, B, C, chunk: int, doc=None, Q: int | None = None):
     b, L, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
     R = H // G
-    Q = Q or pick_chunk(L, chunk, N, P)
+    Q = pick_chunk(L, chunk, N, P)
     x, dt, B, C, doc = _pad_to_chunks(x, dt, B, C, doc, Q)
     nc = x.shape[1] // Q
     # head-major views: (b, G, R, nc, Q, .) for per-head tensors, (b, G, nc, Q, .) per group
