@@ -81,9 +81,10 @@ def cancelled_since(rd: Path, t0: str) -> bool:
 _OUTCOME = {0: "completed", 1: "failed", 3: "already completed", 75: "locked", 130: "cancelled"}
 
 
-def _die_with_parent() -> None:
-    # Local jobs are children of the runner: if the runner is killed, so are they (their lock
-    # then goes stale and a rerun resumes them from ckpt/), instead of orphans holding locks.
+def die_with_parent() -> None:
+    # Local jobs are children of the runner (or of its zygote, itself the runner's child): if
+    # the parent is killed, so are they (their lock then goes stale and a rerun resumes them
+    # from ckpt/), instead of orphans holding locks.
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
@@ -127,7 +128,7 @@ def run_local(spec: SweepSpec, sweep_dir: Path, run_dirs: list[Path], max_parall
                     with open(rd / "job.log", "ab") as f:
                         running[str(rd)] = subprocess.Popen(
                             [sys.executable, "-m", "hnetbench.sweeps.job", str(rd)],
-                            stdout=f, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+                            stdout=f, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
                             env=env,
                         )
                 how = ", forked" if zygote is not None else ""

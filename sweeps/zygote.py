@@ -29,22 +29,18 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from hnetbench.sweeps.executors import die_with_parent
+
 PRELOAD = ("torch", "torch._dynamo", "torch.optim", "lm_eval.tasks", "lm_eval.evaluator",
            "scipy.special", "hnetbench.train.trainer", "hnetbench.evals.commands",
            "hnetbench.sweeps.job")
-
-
-def _die_with_parent() -> None:
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _child(req: dict[str, Any], parent: int) -> None:
     """In the forked child: become the job (never returns)."""
     rc = 1
     try:
-        _die_with_parent()
+        die_with_parent()
         if os.getppid() != parent:  # the zygote died between fork and prctl
             os._exit(1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -78,7 +74,7 @@ def _child(req: dict[str, Any], parent: int) -> None:
 
 def serve() -> None:
     """The zygote's loop: preload, then fork a child per request and report exits."""
-    _die_with_parent()
+    die_with_parent()
     for name in PRELOAD:
         try:
             importlib.import_module(name)
@@ -121,7 +117,7 @@ class Zygote:
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from hnetbench.sweeps.zygote import serve; serve()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=_die_with_parent)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=die_with_parent)
         self.exits: dict[int, int] = {}
         self._buf = b""
         if self._read(timeout=300).get("ready") is not True:
