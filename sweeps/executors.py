@@ -89,6 +89,19 @@ def die_with_parent() -> None:
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def free_slots(todo: list[Path], running: dict[str, Any], max_parallel: int, t0: str,
+               out: dict[str, str]) -> Iterator[tuple[Path, int]]:
+    """The next runs to start while fewer than max_parallel run, with how many will run side by
+    side (their thread share); runs `sweep cancel` marked since t0 are skipped (recorded in
+    `out`). The caller adds each started run to `running` before asking for the next."""
+    while todo and len(running) < max(1, max_parallel):
+        rd = todo.pop(0)
+        if cancelled_since(rd, t0):
+            out[str(rd)] = "cancelled"
+            continue
+        yield rd, min(max(1, max_parallel), len(running) + len(todo) + 1)
+
+
 def _use_zygote() -> bool:
     """Fork local jobs from a preloaded process (sweeps/zygote.py) unless HNETBENCH_ZYGOTE=0
     (then each job is a fresh `python -m hnetbench.sweeps.job`)."""
@@ -115,12 +128,7 @@ def run_local(spec: SweepSpec, sweep_dir: Path, run_dirs: list[Path], max_parall
             log(f"job zygote unavailable ({e}); starting each job afresh")
     try:
         while todo or running:
-            while todo and len(running) < max(1, max_parallel):
-                rd = todo.pop(0)
-                if cancelled_since(rd, t0):
-                    out[str(rd)] = "cancelled"
-                    continue
-                side_by_side = min(max(1, max_parallel), len(running) + len(todo) + 1)
+            for rd, side_by_side in free_slots(todo, running, max_parallel, t0, out):
                 env = thread_env(side_by_side)
                 if zygote is not None:
                     running[str(rd)] = zygote.start(rd, rd / "job.log", env)
@@ -205,12 +213,7 @@ def run_submitit_local(spec: SweepSpec, sweep_dir: Path, run_dirs: list[Path], m
     out: dict[str, str] = {}
     t0 = now()
     while todo or running:
-        while todo and len(running) < max(1, max_parallel):
-            rd = todo.pop(0)
-            if cancelled_since(rd, t0):
-                out[str(rd)] = "cancelled"
-                continue
-            side_by_side = min(max(1, max_parallel), len(running) + len(todo) + 1)
+        for rd, side_by_side in free_slots(todo, running, max_parallel, t0, out):
             with _environ(thread_env(side_by_side)):  # the local controller inherits os.environ
                 job = ex.submit(SweepJob(), str(rd))
             running[str(rd)] = job
