@@ -5,12 +5,12 @@
 
 For every preset the same model (same weights, same batch of real text) takes training steps
 (forward, backward, AdamW) alternately with the code issue 21 started from ("before": the
-chunked SSD `mamba2.ssd_chunked` and the written-out conv `doc_conv_reference`) and the current
-defaults (`models.ssd.ssd_scan`, `models.doc_conv.doc_conv`: "after"); repetitions interleave so
-machine load hits both alike (the order alternates per round). Ratios are of CPU seconds per
-step (one thread: time slices lost to other processes do not count), so they hold on a loaded
-machine; the ratio of the fastest wall-clock repetitions is reported beside them. Bytes/s are
-bytes per CPU second.
+chunked SSD `mamba2.ssd_chunked`, the written-out conv `doc_conv_reference`, the mixer's one
+split in_proj and conv, autograd's gated norm) and the current defaults ("after");
+repetitions interleave so machine load hits both alike (the order alternates per round).
+Ratios are of CPU seconds per step (one thread: time slices lost to other processes do not
+count), so they hold on a loaded machine; the ratio of the fastest wall-clock repetitions is
+reported beside them. Bytes/s are bytes per CPU second.
 `--compile` adds `train.compile: blocks` on top for the named presets (and reports the
 compile seconds).
 `--parity-steps` trains two copies from the same init for that many steps, one per scan, and
@@ -38,13 +38,47 @@ PRESETS = [f"{f}@{s}" for s in ("cpu-tiny", "cpu-small")
            for f in ("transformer-bpe", "mambabyte", "hnet-1stage", "hnet-2stage")]
 
 
+def _mixer_forward_before(self, u, seq, collect=None):  # noqa: ANN001, ANN202
+    """Mamba2.forward as issue 21 found it: one in_proj split three ways, one conv over x|B|C
+    split again (both splits' backward concatenate full-width gradients)."""
+    import torch.nn.functional as F
+    from hnetbench.models import mamba2
+
+    b, L, _ = u.shape
+    z, xBC_raw, dt = self._split(self.in_proj(u))
+    xBC = F.silu(mamba2.doc_conv(xBC_raw, self.conv1d.weight[:, 0, :], self.conv1d.bias,
+                                 seq.doc))
+    x, B, C, dt = self._ssm_inputs(xBC, dt)
+    valid = seq.valid()
+    if valid is not None:
+        dt = dt * valid[..., None].to(dt.dtype)
+    A = -torch.exp(self.A_log.float())
+    y, _ = mamba2.ssd_scan(x, dt, A, B, C, self.chunk_size, seq.doc)
+    y = y + x * self.D[:, None]
+    y = self.norm(y.reshape(b, L, self.d_inner), z)
+    return self.out_proj(y)
+
+
+_AFTER: dict = {}
+
+
 def use_scan(which: str) -> None:
     """Point the Mamba-2 mixer at the code issue 21 started from ("before": the chunked scan
-    `mamba2.ssd_chunked` and the written-out conv `doc_conv_reference`) or today's ("after")."""
-    from hnetbench.models import doc_conv, mamba2, ssd
+    `mamba2.ssd_chunked`, the written-out conv `doc_conv_reference`, one split in_proj and conv,
+    autograd's gated norm) or today's ("after")."""
+    from hnetbench.models import doc_conv, mamba2, norm, ssd
 
-    mamba2.ssd_scan = mamba2.ssd_chunked if which == "before" else ssd.ssd_scan
-    mamba2.doc_conv = doc_conv.doc_conv_reference if which == "before" else doc_conv.doc_conv
+    if not _AFTER:
+        _AFTER.update(forward=mamba2.Mamba2.forward, norm=norm.GatedRMSNorm.forward)
+
+    def norm_before(self, x, z):  # noqa: ANN001, ANN202
+        return norm.gated_rms_norm_reference(x, z, self.weight, self.group_size, self.eps)
+
+    before = which == "before"
+    mamba2.ssd_scan = mamba2.ssd_chunked if before else ssd.ssd_scan
+    mamba2.doc_conv = doc_conv.doc_conv_reference if before else doc_conv.doc_conv
+    mamba2.Mamba2.forward = _mixer_forward_before if before else _AFTER["forward"]
+    norm.GatedRMSNorm.forward = norm_before if before else _AFTER["norm"]
 
 
 def _step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
