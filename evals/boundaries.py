@@ -68,11 +68,17 @@ def _visible(ch: str) -> str:
 
 def render_png(panels: list[tuple[str, str, list[list[int]]]], path: str | Path,
                width: int = 40) -> dict:
-    """panels: (title, text, per-stage chunk starts); drawn side by side. Returns info dict."""
+    """panels: (title, text, per-stage chunk starts); drawn side by side. Returns info dict.
+
+    One character per cell, `width` cells per row: the chunk shading of a stage is one patch
+    collection and its boundary marks one line collection per axes (a few hundred separate
+    artists per stage made this the slowest part of a report), and the margins are set in
+    inches rather than by tight_layout, which draws the whole figure once more to measure it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection, PatchCollection
     from matplotlib.patches import Rectangle
 
     cjk = find_cjk_font()
@@ -81,8 +87,13 @@ def render_png(panels: list[tuple[str, str, list[list[int]]]], path: str | Path,
     n_stages = max(len(s) for _, _, s in panels)
     rows = max(-(-max(len(t), 1) // width) for _, t, _ in panels)
     fig_w = 0.19 * width * len(panels) + 0.6
-    fig_h = 0.32 * rows * n_stages + 0.5 * n_stages + 0.8
+    row_h, title_h, pad = 0.32, 0.3, 0.15  # inches: a text row, an axes title, the edges
+    note_h = 0.2 if needs_cjk and not cjk else 0.0
+    fig_h = n_stages * (row_h * rows + title_h) + 2 * pad + note_h
     fig, axes = plt.subplots(n_stages, len(panels), figsize=(fig_w, fig_h), squeeze=False)
+    fig.subplots_adjust(left=0.3 / fig_w, right=1 - 0.3 / fig_w, top=1 - (pad + title_h) / fig_h,
+                        bottom=(pad + note_h) / fig_h, wspace=0.6 / (0.19 * width),
+                        hspace=title_h / (row_h * rows))
     for col, (title, text, stages) in enumerate(panels):
         for s in range(n_stages):
             ax = axes[s][col]
@@ -92,13 +103,17 @@ def render_png(panels: list[tuple[str, str, list[list[int]]]], path: str | Path,
             if s >= len(stages):
                 continue
             chunks = _char_chunks(text, stages[s])
+            cells, shades, marks = [], [], []
             for i, ch in enumerate(text):
                 r, c = divmod(i, width)
-                ax.add_patch(Rectangle((c, r + 0.08), 1, 0.84, color=COLORS[chunks[i] % 2], lw=0))
+                cells.append(Rectangle((c, r + 0.08), 1, 0.84))
+                shades.append(COLORS[chunks[i] % 2])
                 if i == 0 or chunks[i] != chunks[i - 1]:
-                    ax.plot([c, c], [r + 0.05, r + 0.95], color=PALETTE[s % 4], lw=1.6)
+                    marks.append([(c, r + 0.05), (c, r + 0.95)])
                 ax.text(c + 0.5, r + 0.55, _visible(ch), ha="center", va="center", fontsize=9,
                         family=family)
+            ax.add_collection(PatchCollection(cells, facecolors=shades, linewidths=0, zorder=0))
+            ax.add_collection(LineCollection(marks, colors=PALETTE[s % 4], linewidths=1.6))
             n_chunks = len(set(chunks)) if text else 0
             bpc = len(text.encode("utf-8")) / max(n_chunks, 1)
             ax.set_title(f"{title} — stage {s}: {n_chunks} chunks, {bpc:.2f} bytes/chunk",
@@ -109,7 +124,6 @@ def render_png(panels: list[tuple[str, str, list[list[int]]]], path: str | Path,
         fig.text(0.01, 0.005, note, fontsize=8, color="#b3261e")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # missing-glyph warnings, one per character
-        fig.tight_layout(rect=(0, 0.02 if note else 0, 1, 1))
         fig.savefig(path, dpi=110)
     plt.close(fig)
     return {"path": str(path), "cjk_font": cjk, "note": note}
