@@ -1,5 +1,6 @@
-"""`sweep run SPEC --check` preflight, its automatic run before Slurm submission, and the paper-L
-spec trained end to end from a tiny prepared corpus (reduced width, a few steps)."""
+"""`sweep run SPEC --check` preflight, its automatic run before Slurm submission, the paper-L
+spec trained end to end from a tiny prepared corpus (reduced width, a few steps), and
+`reproduce`'s free-disk check."""
 
 from __future__ import annotations
 
@@ -130,3 +131,20 @@ def test_paper_L_spec_trains_from_a_tiny_prepared_corpus(tmp_path, capsys):
         cfg = yaml.safe_load((rd / "config.yaml").read_text())
         assert cfg["data"]["source"] == "prepared" and cfg["data"]["path"] == str(prepared)
         assert cfg["model"]["layout"][1] in (["T22"], ["T1m4", ["T26"], "m4T1"])
+
+
+def test_reproduce_refuses_a_disk_too_small_with_one_line(tmp_path: Path, monkeypatch, capsys):
+    """The cpu preset checks free space on the results' disk before any run starts (a full disk
+    mid-sweep fails every job and the report alike): one line naming the folder and sizes."""
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10 << 30, 10 << 30, 200 << 20))
+    results = tmp_path / "not-yet" / "results"
+    rc = main(["reproduce", "--results", str(results)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and str(results) in err[0], err
+    assert "200 MiB free" in err[0] and "1024 MiB" in err[0], err
+    assert not results.exists()  # nothing started
