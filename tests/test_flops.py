@@ -20,6 +20,7 @@ FAMILIES = [
     "hnet-space", "hnet-pool", "hnet-1stage", "hnet-2stage", "hnet-1stage-linear-router",
     "hnet-1stage-noresidual", "hnet-1stage-mean-down", "transformer-dna", "mamba-dna", "hnet-dna",
 ]
+PROJECTION_OPS = (torch.ops.aten.mm, torch.ops.aten.addmm)
 TEXT = (
     "The quick brown fox jumps over the lazy dog. def f(x):\n    return x * 2  # code\n"
     "H-Nets learn to chunk bytes; 动态分块 works on multi-byte characters too. "
@@ -33,12 +34,12 @@ def measured(model: torch.nn.Module, ids: torch.Tensor) -> tuple[float, float, l
     counts = {k: sum(v.values()) for k, v in fc.get_flop_counts().items()}
     total = counts["Global"]
     ssd = 0
+    per_op = fc.get_flop_counts()
     for name, mod in model.named_modules():
         if isinstance(mod, Mamba2):  # everything in the mixer that is not its projections
-            key = f"CausalLM.{name}"
-            linears = sum(counts.get(f"{key}.{c}", 0) for c, sub in mod.named_children()
-                          if isinstance(sub, torch.nn.Linear))
-            ssd += counts.get(key, 0) - linears
+            # (in_proj/out_proj run as plain matmuls, mm/addmm; the scan's products are bmm)
+            ops = per_op.get(f"CausalLM.{name}", {})
+            ssd += sum(v for op, v in ops.items() if op not in PROJECTION_OPS)
     lengths = [ids.shape[1]] + [int(b.sum()) for b in out.boundaries]
     return total - ssd, ssd, lengths
 
