@@ -53,22 +53,63 @@ def check_disk(results: Path, need: int) -> None:
 
 
 class ProgressLog:
-    """The sweep runner's log lines, plus runs finished / to run, elapsed time and an ETA."""
+    """The sweep runner's log lines, plus runs finished / to run, elapsed time and an ETA.
 
-    def __init__(self, t0: float) -> None:
+    With the sweep's plan (`results`/NAME/plan.json) the ETA weighs the runs left by the plan's
+    estimate of each (from their FLOPs), scaled by how the finished runs compared with theirs,
+    and counts the time the running ones have already had, over `workers` runs at a time: runs
+    are listed longest first, so a plain average over the runs finished would put the first
+    ETAs several times too far. Without estimates (branch runs), that plain average."""
+
+    def __init__(self, t0: float, results: Path | None = None, workers: int = 1,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self.t0, self.total, self.done = t0, 0, 0
+        self.results, self.workers, self.clock = results, max(1, workers), clock
+        self.est: dict[str, float] = {}  # run id -> planned seconds, runs still to finish
+        self.running: dict[str, float] = {}  # run id -> start time
+        self.finished_est = self.finished_wall = 0.0
+
+    def _load_estimates(self, name: str) -> None:
+        from hnetbench.sweeps.state import is_completed, read_json
+
+        if self.results is None:
+            return
+        sweep = self.results / name
+        plan = read_json(sweep / "plan.json") or {}
+        self.est = {r["run_id"]: float(r["est_s"]) for r in plan.get("runs", [])
+                    if r.get("est_s") and not is_completed(sweep / r["run_id"])}
 
     def __call__(self, line: str) -> None:
-        m = re.match(r"sweep \S+: \d+ runs, (\d+) to run", line)
+        m = re.match(r"sweep (\S+): \d+ runs, (\d+) to run", line)
         if m:
-            self.total = int(m.group(1))
+            self.total = int(m.group(2))
+            self._load_estimates(m.group(1))
         print(line, flush=True)
-        if line.split(" ", 1)[0] in ("completed", "failed", "cancelled", "locked") and self.total:
+        word, _, rest = line.partition(" ")
+        run = rest.split()[0] if rest.split() else ""
+        now = self.clock()
+        if word == "started":
+            self.running[run] = now
+        if word in ("completed", "failed", "cancelled", "locked") and self.total:
             self.done += 1
-            spent = time.perf_counter() - self.t0
-            eta = spent / self.done * (self.total - self.done)
+            began, est = self.running.pop(run, None), self.est.pop(run, None)
+            if word == "completed" and began is not None and est:  # calibrate on finished work
+                self.finished_est += est
+                self.finished_wall += now - began
+            spent = now - self.t0
             print(f"[reproduce] {self.done}/{self.total} runs finished, {_mmss(spent)} elapsed, "
-                  f"ETA {_mmss(eta)} (then the report)", flush=True)
+                  f"ETA {_mmss(self._eta(now, spent))} (then the report)", flush=True)
+
+    def _eta(self, now: float, spent: float) -> float:
+        left = self.total - self.done
+        if left <= 0:
+            return 0.0
+        if not self.finished_est or any(r not in self.est for r in self.running):
+            return spent / self.done * left  # no estimates to go by
+        scale = self.finished_wall / self.finished_est
+        running = [max(0.0, self.est[r] * scale - (now - t)) for r, t in self.running.items()]
+        pending = [e * scale for r, e in self.est.items() if r not in self.running]
+        return max(sum(running + pending) / self.workers, max(running, default=0.0))
 
 
 def _mmss(seconds: float) -> str:
@@ -127,14 +168,15 @@ def main(args: argparse.Namespace) -> int:
         os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread per job: no oversubscription
     t0 = time.perf_counter()
     rc = runner.run_sweep(spec, executor=executor, max_parallel=args.max_parallel,
-                          results=args.results, log=ProgressLog(t0))
+                          results=args.results,
+                          log=ProgressLog(t0, Path(args.results), args.max_parallel))
     if not runner.WAITS[executor]:
         return rc
     loaded = runner.load_spec(spec)
     sweep_dir = Path(args.results) / loaded.name
     if loaded.branch is not None:
         rc = max(rc, run_branches(loaded, sweep_dir, executor, args.max_parallel,
-                                  ProgressLog(time.perf_counter())))
+                                  ProgressLog(time.perf_counter(), workers=args.max_parallel)))
     if loaded.robustness is not None:
         rc = max(rc, run_robustness(loaded, sweep_dir, args.max_parallel, print))
     from hnetbench.reports.report import build_report
