@@ -35,6 +35,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from hnetbench.kernels import ssd_cpu
 
 
 def pick_chunk(L: int, chunk: int, d_state: int, headdim: int) -> int:
@@ -158,9 +159,17 @@ MIN_FACTORED_CHUNK = 8
 def ssd_scan(x, dt, A, B, C, chunk: int, doc=None):  # noqa: ANN001, ANN201 - same as reference
     """x (b,L,H,P), dt (b,L,H), A (H,), B/C (b,L,G,N), doc (b,L) nondecreasing document ids.
 
-    Returns (y (b,L,H,P), final state (b,H,P,N)), equal to `ssd_chunked` up to rounding: the
-    factored form with the chunk from `pick_chunk`, halved while some chunk decays by more than
-    LIMIT, else the segsum form."""
+    Returns (y (b,L,H,P), final state (b,H,P,N)), equal to `ssd_chunked` up to rounding. On
+    CPU (float32/float64) the C recurrence `kernels.ssd_cpu` when it builds, else (and on
+    other devices) `ssd_scan_torch`."""
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and ssd_cpu.available():
+        return ssd_cpu.ssd_scan_cpu(x, dt, A, B, C, doc)
+    return ssd_scan_torch(x, dt, A, B, C, chunk, doc)
+
+
+def ssd_scan_torch(x, dt, A, B, C, chunk: int, doc=None):  # noqa: ANN001, ANN201
+    """The torch scan: the factored form with the chunk from `pick_chunk`, halved while some
+    chunk decays by more than LIMIT, else the segsum form."""
     Q = pick_chunk(x.shape[1], chunk, B.shape[3], x.shape[3])
     a = (dt * A).detach()  # (b, L, H) log-decay per position, <= 0
     while Q >= MIN_FACTORED_CHUNK:

@@ -10,8 +10,9 @@ import torch
 from hnetbench.baselines import preset_dict
 from hnetbench.config import RunConfig, from_dict
 from hnetbench.flops import forward_flops
-from hnetbench.models import build_model
+from hnetbench.models import build_model, mamba2
 from hnetbench.models.mamba2 import Mamba2
+from hnetbench.models.ssd import ssd_scan_torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -28,9 +29,15 @@ TEXT = (
 
 
 def measured(model: torch.nn.Module, ids: torch.Tensor) -> tuple[float, float, list[int]]:
-    """(matmul FLOPs, SSD FLOPs, positions per stage) of one forward, counted by torch."""
+    """(matmul FLOPs, SSD FLOPs, positions per stage) of one forward, counted by torch. The
+    scan runs as the torch scan here: the C scan (the CPU default) is one opaque op that
+    FlopCounterMode cannot see into."""
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc:
-        out = model(ids)
+        saved, mamba2.ssd_scan = mamba2.ssd_scan, ssd_scan_torch
+        try:
+            out = model(ids)
+        finally:
+            mamba2.ssd_scan = saved
     counts = {k: sum(v.values()) for k, v in fc.get_flop_counts().items()}
     total = counts["Global"]
     ssd = 0

@@ -1,6 +1,7 @@
-"""The CPU default SSD scan (models/ssd.py: the factored form and the segsum form it falls back
-to) against the sequential recurrence and the previous chunked scan, in float64, forward and
-backward, with document resets."""
+"""The SSD scans (models/ssd.py: `ssd_scan`, the CPU default, which is the C recurrence of
+kernels/ssd_cpu.c when it builds; the torch scan `ssd_scan_torch` with its factored form and the
+segsum form it falls back to) against the sequential recurrence and the previous chunked scan,
+in float64, forward and backward, with document resets."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ import pytest
 import torch
 from hnetbench.models import ssd
 from hnetbench.models.mamba2 import ssd_chunked, ssd_naive
-from hnetbench.models.ssd import pick_chunk, ssd_scan, ssd_scan_factored, ssd_scan_segsum
+from hnetbench.models.ssd import (
+    pick_chunk,
+    ssd_scan,
+    ssd_scan_factored,
+    ssd_scan_segsum,
+    ssd_scan_torch,
+)
 
 
 def _inputs(b: int, L: int, H: int, P: int, N: int, G: int, resets: float, seed: int = 0):
@@ -34,13 +41,13 @@ def _inputs(b: int, L: int, H: int, P: int, N: int, G: int, resets: float, seed:
         (2, 96, 4, 8, 8, 1, 32, 1.0),  # every position its own document
     ],
 )
-@pytest.mark.parametrize("form", ["default", "factored", "segsum"])
+@pytest.mark.parametrize("form", ["default", "torch", "factored", "segsum"])
 def test_ssd_scan_matches_reference_forward_and_backward(b, L, H, P, N, G, chunk, resets, form):
     args, start = _inputs(b, L, H, P, N, G, resets)
     doc = start.long().cumsum(1)
     for a in args:
         a.requires_grad_(True)
-    scan = {"default": ssd_scan, "segsum": ssd_scan_segsum,
+    scan = {"default": ssd_scan, "torch": ssd_scan_torch, "segsum": ssd_scan_segsum,
             "factored": lambda *a: ssd_scan_factored(*a[:5], pick_chunk(L, chunk, N, P), a[6])}
     y_new, s_new = scan[form](*args, chunk, doc)
     y_ref, s_ref = ssd_chunked(*args, chunk, doc)
@@ -62,7 +69,7 @@ def test_ssd_scan_matches_reference_forward_and_backward(b, L, H, P, N, G, chunk
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_ssd_scan_strong_decays_halve_the_chunk_or_fall_back(dtype, monkeypatch):
     """Decays too strong for the factored form's exp factors (a chunk's total log-decay above
-    LIMIT) make ssd_scan halve the chunk, and below MIN_FACTORED_CHUNK use the segsum form;
+    LIMIT) make the torch scan halve the chunk, and below MIN_FACTORED_CHUNK use the segsum form;
     results stay finite and equal to the reference."""
     args, start = _inputs(2, 128, 4, 8, 8, 1, 0.05)
     args = [a.to(dtype) for a in args]
@@ -85,7 +92,7 @@ def test_ssd_scan_strong_decays_halve_the_chunk_or_fall_back(dtype, monkeypatch)
                 expect = ("factored", q)
                 break
         calls.clear()
-        y, s = ssd.ssd_scan(args[0], dt, args[2], args[3], args[4], 32, doc)
+        y, s = ssd.ssd_scan_torch(args[0], dt, args[2], args[3], args[4], 32, doc)
         y_ref, s_ref = ssd_chunked(*[a.double() for a in (args[0], dt, *args[2:])], 32, doc)
         assert calls == [expect], (scale, calls)
         seen.append(expect)
@@ -95,15 +102,16 @@ def test_ssd_scan_strong_decays_halve_the_chunk_or_fall_back(dtype, monkeypatch)
     assert seen == [("factored", 32), ("factored", 16), ("segsum", None)], seen
 
 
-def test_ssd_scan_isolates_documents():
+@pytest.mark.parametrize("scan", [ssd_scan, ssd_scan_torch], ids=["default", "torch"])
+def test_ssd_scan_isolates_documents(scan):
     """Changing one document's inputs leaves every other document's outputs bit-for-bit alone."""
     args, start = _inputs(1, 80, 2, 4, 4, 1, 0.0)
     start[0, 37] = True
     doc = start.long().cumsum(1)
-    y1, _ = ssd_scan(*args, 32, doc)
+    y1, _ = scan(*args, 32, doc)
     x2 = args[0].clone()
     x2[0, :37] += 5.0  # perturb the first document only
-    y2, _ = ssd_scan(x2, *args[1:], 32, doc)
+    y2, _ = scan(x2, *args[1:], 32, doc)
     assert torch.equal(y1[0, 37:], y2[0, 37:])
     assert not torch.allclose(y1[0, :37], y2[0, :37])
 
