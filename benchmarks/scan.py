@@ -1,11 +1,12 @@
-"""Mamba-2 scan: the CPU default (`models.ssd.ssd_scan`) against the previous chunked scan
+"""Mamba-2 scan: the CPU default (`models.ssd.ssd_scan`: the C recurrence of kernels/ssd_cpu.c
+when it builds) against the torch scan (`models.ssd.ssd_scan_torch`), the previous chunked scan
 (`mamba2.ssd_chunked`) and the naive recurrence (and mamba_ssm's torch reference where
 importable), forward and forward+backward, at the cpu-tiny and cpu-small head shapes.
 
     python benchmarks/scan.py [--lengths 256 1024 4096] [--json out.json]
 
-Previous and current are timed alternately in one process (same inputs, documents of ~200
-positions), in CPU seconds, so load hits both alike; the load average is recorded.
+The scans are timed alternately in one process (same inputs, documents of ~200 positions), in
+CPU seconds, so load hits them alike; the load average is recorded.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import contended, load_average, machine, print_table, time_fn, write_json  # noqa: E402
+from hnetbench.kernels import ssd_cpu  # noqa: E402
 from hnetbench.models.mamba2 import ssd_chunked, ssd_naive  # noqa: E402
-from hnetbench.models.ssd import ssd_scan  # noqa: E402
+from hnetbench.models.ssd import ssd_scan, ssd_scan_torch  # noqa: E402
 
 SHAPES = {"cpu-tiny": (8, 16, 16, 32), "cpu-small": (8, 32, 32, 64)}  # H, P, N, chunk
 
@@ -84,19 +86,20 @@ def main(argv: list[str] | None = None) -> int:
     for shape, (H, P, N, chunk) in SHAPES.items():
         for L in args.lengths:
             x, dt, A, B, C, doc = inputs(L, H=H, P=P, N=N)
+            scans = {"prev": ssd_chunked, "torch": ssd_scan_torch, "new": ssd_scan}
             with torch.no_grad():
-                t = interleaved({"prev": lambda: ssd_chunked(x, dt, A, B, C, chunk, doc),
-                                 "new": lambda: ssd_scan(x, dt, A, B, C, chunk, doc)},
-                                args.repeats)
-            tb = interleaved({"prev": fwd_bwd(ssd_chunked, x, dt, A, B, C, chunk, doc),
-                              "new": fwd_bwd(ssd_scan, x, dt, A, B, C, chunk, doc)}, args.repeats)
+                t = interleaved({k: (lambda f=f: f(x, dt, A, B, C, chunk, doc))
+                                 for k, f in scans.items()}, args.repeats)
+            tb = interleaved({k: fwd_bwd(f, x, dt, A, B, C, chunk, doc)
+                              for k, f in scans.items()}, args.repeats)
             y1, _ = ssd_scan(x, dt, A, B, C, chunk, doc)
             y2, _ = ssd_chunked(x, dt, A, B, C, chunk, doc)
-            row = {"shape": shape, "L": L, "prev_fwd_ms": 1e3 * t["prev"],
-                   "new_fwd_ms": 1e3 * t["new"], "fwd_speedup": t["prev"] / t["new"],
-                   "prev_fwdbwd_ms": 1e3 * tb["prev"], "new_fwdbwd_ms": 1e3 * tb["new"],
-                   "fwdbwd_speedup": tb["prev"] / tb["new"],
-                   "max_abs_diff": (y1 - y2).abs().max().item()}
+            row = {"shape": shape, "L": L}
+            for k in scans:
+                row[f"{k}_fwd_ms"], row[f"{k}_fwdbwd_ms"] = 1e3 * t[k], 1e3 * tb[k]
+            row.update(fwd_speedup=t["prev"] / t["new"], fwdbwd_speedup=tb["prev"] / tb["new"],
+                       fwdbwd_vs_torch=tb["torch"] / tb["new"],
+                       max_abs_diff=(y1 - y2).abs().max().item())
             if args.naive:
                 start = doc != torch.nn.functional.pad(doc, (1, 0), value=-1)[:, :-1]
                 t_naive = time_fn(lambda: ssd_naive(x, dt, A, B, C, start), repeats=1, warmup=0)
@@ -110,9 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows, list(rows[0]))
     flag = " CONTENDED" if contended(load_start) else ""
     print(f"threads {torch.get_num_threads()}; load at start {load_start}, end {load_end}{flag}")
+    print("new = " + ("the C scan" if ssd_cpu.available() else
+                      f"the torch scan (C scan off: {ssd_cpu.why_not()})"))
     if ref is None:
         print("mamba_ssm not importable here (CUDA-only): its torch reference was not compared.")
     write_json(args.json, {"machine": machine(), "rows": rows, "mamba_ssm": ref is not None,
+                           "c_scan": ssd_cpu.available(),
                            "load_start": load_start, "load_end": load_end,
                            "contended": contended(load_start)})
     return 0

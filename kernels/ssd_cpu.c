@@ -125,9 +125,11 @@ static inline __attribute__((always_inline)) void FN(bwd_steps_)(
         const int PV, int64_t t0, int64_t t1, int64_t b, int64_t h, int64_t g, int64_t L,
         int64_t H, int64_t N, const REAL *x, const REAL *dt, const REAL *la,
         const REAL *Bm, const REAL *Cm, int64_t bc_sb, int64_t bc_sl, const int64_t *doc,
-        const REAL *hist, const REAL *dy, REAL *Gs, REAL *dx, REAL *ddt, REAL *dla,
-        REAL *dB, REAL *dC) {
-    /* Adjoint steps t = t1-1 down to t0; hist holds S_{t0-1}, S_t0, ..., S_{t1-1}. */
+        const REAL *hist, const REAL *dy, REAL *Gs, REAL *a_next, REAL *dx, REAL *ddt,
+        REAL *dla, REAL *dB, REAL *dC) {
+    /* Adjoint steps t = t1-1 down to t0; hist holds S_{t0-1}, S_t0, ..., S_{t1-1}. Gs holds
+       G_{t+1} unscaled and *a_next = a_{t+1}: the decay is applied as the next step reads it
+       (G_t = a_{t+1} G_{t+1} + C_t dy_t^T in one multiply-add instead of a separate pass). */
     const int64_t P = PV * VL, NP = N * P;
     for (int64_t t = t1 - 1; t >= t0; t--) {
         const int64_t row = (b * L + t) * H + h;
@@ -136,6 +138,7 @@ static inline __attribute__((always_inline)) void FN(bwd_steps_)(
         const REAL *Bt = Bm + b * bc_sb + t * bc_sl + g * N;
         const REAL *Ct = Cm + b * bc_sb + t * bc_sl + g * N;
         const REAL *Sp = hist + (t - t0) * NP, *Sc = Sp + NP;
+        const REAL an = *a_next;
         V xv[8], dyv[8], uv[8], duv[8], dav = {0};
         for (int k = 0; k < PV; k++) {
             xv[k] = LD(x + row * P + k * VL);
@@ -153,11 +156,11 @@ static inline __attribute__((always_inline)) void FN(bwd_steps_)(
                 for (int k = 0; k < PV; k++) {
                     const int64_t o = n * P + k * VL;
                     cv += LD(Sc + o) * dyv[k];
-                    V gv = LD(Gs + o) + cn * dyv[k];
+                    V gv = an * LD(Gs + o) + cn * dyv[k];
                     duv[k] += bn * gv;
                     bv += gv * uv[k];
                     dav += gv * LD(Sp + o);
-                    ST(Gs + o, a * gv);
+                    ST(Gs + o, gv);
                 }
                 cvs[j] = cv;
                 bvs[j] = bv;
@@ -173,6 +176,7 @@ static inline __attribute__((always_inline)) void FN(bwd_steps_)(
             }
         }
         dla[row] = a * FN(hsum_)(dav);
+        *a_next = a;
         V tv = {0};
         for (int k = 0; k < PV; k++) {
             ST(dx + row * P + k * VL, d * duv[k]);
@@ -267,6 +271,7 @@ void FN(ssd_bwd_)(int64_t lo, int64_t hi, int64_t L, int64_t H, int64_t P, int64
         } else {
             memset(Gs, 0, sizeof(REAL) * NP);
         }
+        REAL a_next = 1;  /* the vector path's pending decay of Gs */
         for (int64_t c = nblocks - 1; c >= 0; c--) {
             const int64_t t0 = c * K, t1 = (t0 + K < L) ? t0 + K : L;
             memcpy(buf, ckpt + (i * nblocks + c) * NP, sizeof(REAL) * NP);
@@ -274,7 +279,7 @@ void FN(ssd_bwd_)(int64_t lo, int64_t hi, int64_t L, int64_t H, int64_t P, int64
 #define REFWD(pv) FN(fwd_steps_)(pv, t0, t1, b, h, g, L, H, N, x, dt, la, Bm, Cm, bc_sb, \
                                  bc_sl, doc, buf, NULL, buf + NP)
 #define BWD(pv) FN(bwd_steps_)(pv, t0, t1, b, h, g, L, H, N, x, dt, la, Bm, Cm, bc_sb, \
-                               bc_sl, doc, buf, dy, Gs, dx, ddt, dla, dB, dC)
+                               bc_sl, doc, buf, dy, Gs, &a_next, dx, ddt, dla, dB, dC)
                 SWITCH_PV(PV, REFWD)
                 SWITCH_PV(PV, BWD)
 #undef REFWD
