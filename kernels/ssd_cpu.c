@@ -123,16 +123,17 @@ static inline __attribute__((always_inline)) void FN(fwd_steps_)(
 
 static inline __attribute__((always_inline)) void FN(bwd_steps_)(
         const int PV, int64_t t0, int64_t t1, int64_t b, int64_t h, int64_t g, int64_t L,
-        int64_t H, int64_t N, const REAL *x, const REAL *dt, const REAL *la,
+        int64_t H, int64_t G, int64_t N, const REAL *x, const REAL *dt, const REAL *la,
         const REAL *Bm, const REAL *Cm, int64_t bc_sb, int64_t bc_sl, const int64_t *doc,
         const REAL *hist, const REAL *dy, REAL *Gs, REAL *a_next, REAL *dx, REAL *ddt,
-        REAL *dla, REAL *dB, REAL *dC) {
+        REAL *dla, REAL *dB, REAL *dC, int acc) {
     /* Adjoint steps t = t1-1 down to t0; hist holds S_{t0-1}, S_t0, ..., S_{t1-1}. Gs holds
        G_{t+1} unscaled and *a_next = a_{t+1}: the decay is applied as the next step reads it
-       (G_t = a_{t+1} G_{t+1} + C_t dy_t^T in one multiply-add instead of a separate pass). */
+       (G_t = a_{t+1} G_{t+1} + C_t dy_t^T in one multiply-add instead of a separate pass).
+       dB, dC are per group: acc = 0 for the group's first head writes them, later heads add. */
     const int64_t P = PV * VL, NP = N * P;
     for (int64_t t = t1 - 1; t >= t0; t--) {
-        const int64_t row = (b * L + t) * H + h;
+        const int64_t row = (b * L + t) * H + h, grow = (b * L + t) * G + g;
         const REAL a = (t > 0 && doc[b * L + t] != doc[b * L + t - 1]) ? 0 : exp(la[row]);
         const REAL d = dt[row];
         const REAL *Bt = Bm + b * bc_sb + t * bc_sl + g * N;
@@ -165,13 +166,15 @@ static inline __attribute__((always_inline)) void FN(bwd_steps_)(
                 cvs[j] = cv;
                 bvs[j] = bv;
             }
+            REAL *dCt = dC + grow * N + n0, *dBt = dB + grow * N + n0;
             if (nt == VL) {
-                ST(dC + row * N + n0, FN(hsums_)(cvs));
-                ST(dB + row * N + n0, FN(hsums_)(bvs));
+                const V zero = {0};
+                ST(dCt, (acc ? LD(dCt) : zero) + FN(hsums_)(cvs));
+                ST(dBt, (acc ? LD(dBt) : zero) + FN(hsums_)(bvs));
             } else {
                 for (int j = 0; j < nt; j++) {
-                    dC[row * N + n0 + j] = FN(hsum_)(cvs[j]);
-                    dB[row * N + n0 + j] = FN(hsum_)(bvs[j]);
+                    dCt[j] = (acc ? dCt[j] : 0) + FN(hsum_)(cvs[j]);
+                    dBt[j] = (acc ? dBt[j] : 0) + FN(hsum_)(bvs[j]);
                 }
             }
         }
@@ -188,7 +191,7 @@ static inline __attribute__((always_inline)) void FN(bwd_steps_)(
 
 /* Shapes: x, y, dy, dx (b, L, H, P) contiguous; dt, la, ddt, dla (b, L, H) contiguous;
    B, C (b, L, G, N) with strides (sb, sl, N, 1) given as bc_sb, bc_sl (B and C alike);
-   dB, dC (b, L, H, N) contiguous (per head; the caller sums a group's heads);
+   dB, dC (b, L, G, N) contiguous (the backward's items are (row, group), heads inside);
    doc (b, L) int64; final, dfinal (b, H, P, N) contiguous; ckpt (b, H, nblocks, N, P). */
 
 /* vectors per row of the state for the vector path (1, 2, 4 or 8), else 0: the scalar path */
@@ -257,13 +260,15 @@ void FN(ssd_bwd_)(int64_t lo, int64_t hi, int64_t L, int64_t H, int64_t P, int64
                   const REAL *Bm, const REAL *Cm, int64_t bc_sb, int64_t bc_sl,
                   const int64_t *doc, const REAL *ckpt, const REAL *dy, const REAL *dfinal,
                   REAL *dx, REAL *ddt, REAL *dla, REAL *dB, REAL *dC) {
+    /* items lo <= i < hi are (row, group) pairs; the group's heads run in order inside */
     const int64_t R = H / G, nblocks = (L + K - 1) / K, NP = N * P;
     const int PV = FN(pv_)(P);
     REAL *buf = malloc(sizeof(REAL) * (K + 1) * NP);  /* S_{t0-1}, S_t0, ..., of one block */
     REAL *Gs = malloc(sizeof(REAL) * NP);             /* adjoint dLoss/dS_t, (N, P) */
     REAL *u = malloc(sizeof(REAL) * P), *du = malloc(sizeof(REAL) * P);
-    for (int64_t i = lo; i < hi; i++) {
-        const int64_t b = i / H, h = i % H, g = h / R;
+    for (int64_t ig = lo * R; ig < hi * R; ig++) {
+        const int64_t b = ig / H, h = ig % H, g = h / R, i = ig;
+        const int acc = (h % R) != 0;
         if (dfinal) {
             const REAL *fin = dfinal + i * NP;
             for (int64_t n = 0; n < N; n++)
@@ -278,8 +283,8 @@ void FN(ssd_bwd_)(int64_t lo, int64_t hi, int64_t L, int64_t H, int64_t P, int64
             if (PV) {
 #define REFWD(pv) FN(fwd_steps_)(pv, t0, t1, b, h, g, L, H, N, x, dt, la, Bm, Cm, bc_sb, \
                                  bc_sl, doc, buf, NULL, buf + NP)
-#define BWD(pv) FN(bwd_steps_)(pv, t0, t1, b, h, g, L, H, N, x, dt, la, Bm, Cm, bc_sb, \
-                               bc_sl, doc, buf, dy, Gs, &a_next, dx, ddt, dla, dB, dC)
+#define BWD(pv) FN(bwd_steps_)(pv, t0, t1, b, h, g, L, H, G, N, x, dt, la, Bm, Cm, bc_sb, \
+                               bc_sl, doc, buf, dy, Gs, &a_next, dx, ddt, dla, dB, dC, acc)
                 SWITCH_PV(PV, REFWD)
                 SWITCH_PV(PV, BWD)
 #undef REFWD
@@ -315,12 +320,13 @@ void FN(ssd_bwd_)(int64_t lo, int64_t hi, int64_t L, int64_t H, int64_t P, int64
                 for (int64_t n = 0; n < N; n++) {
                     REAL *Gn = Gs + n * P;
                     const REAL cn = Ct[n], bn = Bt[n];
-                    dC[row * N + n] = FN(dot_)(Sc + n * P, dyt, P);
+                    const int64_t gn = ((b * L + t) * G + g) * N + n;
+                    dC[gn] = (acc ? dC[gn] : 0) + FN(dot_)(Sc + n * P, dyt, P);
                     for (int64_t p = 0; p < P; p++) {
                         Gn[p] += cn * dyt[p];
                         du[p] += bn * Gn[p];
                     }
-                    dB[row * N + n] = FN(dot_)(Gn, u, P);
+                    dB[gn] = (acc ? dB[gn] : 0) + FN(dot_)(Gn, u, P);
                     da += FN(dot_)(Gn, Sp + n * P, P);
                     for (int64_t p = 0; p < P; p++) Gn[p] *= a;
                 }

@@ -14,8 +14,9 @@ library. It is loaded with ctypes (no torch headers, < 1 s to build) and registe
 torch op `hnetbench::ssd_scan_cpu` with its autograd, so `torch.compile` sees one opaque op.
 Without a compiler, or with HNETBENCH_SCAN=torch, `available()` is False and the models use
 the torch scan (the reason is logged once).
-The (row, head) items are split over torch's intra-op threads (ctypes releases the GIL);
-each item is computed alone, so the result does not depend on the number of threads.
+The forward's (row, head) items and the backward's (row, group) items are split over torch's
+intra-op threads (ctypes releases the GIL); each item is computed alone, in a fixed order, so
+the result does not depend on the number of threads.
 """
 
 from __future__ import annotations
@@ -204,16 +205,15 @@ def _bwd(x: torch.Tensor, dt: torch.Tensor, la: torch.Tensor, B: torch.Tensor, C
     ckpt = ckpt.contiguous()
     b, L, H, P, G, N, nb = _shapes(x, B, doc)
     dx, ddt, dla = torch.empty_like(x), torch.empty_like(dt), torch.empty_like(la)
-    dB, dC = x.new_empty(b, L, H, N), x.new_empty(b, L, H, N)  # per head, summed below
+    dB, dC = x.new_empty(b, L, G, N), x.new_empty(b, L, G, N)
     # held in locals: a pointer into a temporary would dangle once the temporary is freed
     dy = dy.contiguous()
     dfinal = None if dfinal is None else dfinal.contiguous()
     fn = getattr(_lib, "ssd_bwd_f64" if x.dtype == torch.float64 else "ssd_bwd_f32")
-    _run(fn, b * H, L, H, P, G, N, BLOCK, _ptr(x), _ptr(dt), _ptr(la), _ptr(B), _ptr(C),
+    # items: (row, group) pairs, so that a group's heads add into its dB, dC in order
+    _run(fn, b * G, L, H, P, G, N, BLOCK, _ptr(x), _ptr(dt), _ptr(la), _ptr(B), _ptr(C),
          B.stride(0), B.stride(1), _ptr(doc), _ptr(ckpt), _ptr(dy), _ptr(dfinal),
          _ptr(dx), _ptr(ddt), _ptr(dla), _ptr(dB), _ptr(dC))
-    dB = dB.view(b, L, G, H // G, N).sum(3)
-    dC = dC.view(b, L, G, H // G, N).sum(3)
     return dx, ddt, dla, dB, dC
 
 
