@@ -94,9 +94,9 @@ static inline __attribute__((always_inline)) void FN(fwd_steps_)(
         const int PV, int64_t t0, int64_t t1, int64_t b, int64_t h, int64_t g, int64_t L,
         int64_t H, int64_t N, const REAL *x, const REAL *dt, const REAL *la,
         const REAL *Bm, const REAL *Cm, int64_t bc_sb, int64_t bc_sl, const int64_t *doc,
-        REAL *S, REAL *y, REAL *hist) {
-    /* Steps t0 <= t < t1 from the state in S (N x P). y (may be NULL) gets the outputs;
-       hist (may be NULL) gets S_t after each step at hist + (t - t0) * N * P. */
+        REAL *S, REAL *y, REAL *hist, REAL Dh) {
+    /* Steps t0 <= t < t1 from the state in S (N x P). y (may be NULL) gets the outputs, with
+       the skip Dh x_t; hist (may be NULL) gets S_t after each step at hist + (t - t0) N P. */
     const int64_t P = PV * VL;
     for (int64_t t = t0; t < t1; t++) {
         const int64_t row = (b * L + t) * H + h;
@@ -105,7 +105,7 @@ static inline __attribute__((always_inline)) void FN(fwd_steps_)(
         const REAL *Bt = Bm + b * bc_sb + t * bc_sl + g * N;
         const REAL *Ct = Cm + b * bc_sb + t * bc_sl + g * N;
         V xv[8], yv[8];
-        for (int k = 0; k < PV; k++) { xv[k] = LD(x + row * P + k * VL); yv[k] = (V){0}; }
+        for (int k = 0; k < PV; k++) { xv[k] = LD(x + row * P + k * VL); yv[k] = Dh * xv[k]; }
         REAL *out = hist ? hist + (t - t0) * N * P : S;
         for (int64_t n = 0; n < N; n++) {
             const REAL bn = Bt[n] * d, cn = Ct[n];
@@ -126,11 +126,13 @@ static inline __attribute__((always_inline)) void FN(bwd_steps_)(
         int64_t H, int64_t G, int64_t N, const REAL *x, const REAL *dt, const REAL *la,
         const REAL *Bm, const REAL *Cm, int64_t bc_sb, int64_t bc_sl, const int64_t *doc,
         const REAL *hist, const REAL *dy, REAL *Gs, REAL *a_next, REAL *dx, REAL *ddt,
-        REAL *dla, REAL *dB, REAL *dC, int acc) {
+        REAL *dla, REAL *dB, REAL *dC, int acc, REAL Dh, REAL *dDh) {
     /* Adjoint steps t = t1-1 down to t0; hist holds S_{t0-1}, S_t0, ..., S_{t1-1}. Gs holds
        G_{t+1} unscaled and *a_next = a_{t+1}: the decay is applied as the next step reads it
        (G_t = a_{t+1} G_{t+1} + C_t dy_t^T in one multiply-add instead of a separate pass).
-       dB, dC are per group: acc = 0 for the group's first head writes them, later heads add. */
+       dB, dC are per group: acc = 0 for the group's first head writes them, later heads add.
+       The skip y += Dh x adds Dh dy to dx and sum dy.x to *dDh. */
+    V dDv = {0};
     const int64_t P = PV * VL, NP = N * P;
     for (int64_t t = t1 - 1; t >= t0; t--) {
         const int64_t row = (b * L + t) * H + h, grow = (b * L + t) * G + g;
@@ -182,17 +184,20 @@ static inline __attribute__((always_inline)) void FN(bwd_steps_)(
         *a_next = a;
         V tv = {0};
         for (int k = 0; k < PV; k++) {
-            ST(dx + row * P + k * VL, d * duv[k]);
+            ST(dx + row * P + k * VL, d * duv[k] + Dh * dyv[k]);
             tv += duv[k] * xv[k];
+            dDv += dyv[k] * xv[k];
         }
         ddt[row] = FN(hsum_)(tv);
     }
+    *dDh += FN(hsum_)(dDv);
 }
 
 /* Shapes: x, y, dy, dx (b, L, H, P) contiguous; dt, la, ddt, dla (b, L, H) contiguous;
    B, C (b, L, G, N) with strides (sb, sl, N, 1) given as bc_sb, bc_sl (B and C alike);
    dB, dC (b, L, G, N) contiguous (the backward's items are (row, group), heads inside);
-   doc (b, L) int64; final, dfinal (b, H, P, N) contiguous; ckpt (b, H, nblocks, N, P). */
+   doc (b, L) int64; final, dfinal (b, H, P, N) contiguous; ckpt (b, H, nblocks, N, P);
+   D (H,) the skip y_t += D_h x_t; dD (b, H). */
 
 /* vectors per row of the state for the vector path (1, 2, 4 or 8), else 0: the scalar path */
 static int FN(pv_)(int64_t P) {
@@ -210,7 +215,7 @@ static int FN(pv_)(int64_t P) {
 void FN(ssd_fwd_)(int64_t lo, int64_t hi, int64_t L, int64_t H, int64_t P, int64_t G,
                   int64_t N, int64_t K, const REAL *x, const REAL *dt, const REAL *la,
                   const REAL *Bm, const REAL *Cm, int64_t bc_sb, int64_t bc_sl,
-                  const int64_t *doc, REAL *y, REAL *final, REAL *ckpt) {
+                  const int64_t *doc, REAL *y, REAL *final, REAL *ckpt, const REAL *D) {
     const int64_t R = H / G, nblocks = (L + K - 1) / K, NP = N * P;
     const int PV = FN(pv_)(P);
     REAL *S = malloc(sizeof(REAL) * NP);
@@ -222,7 +227,7 @@ void FN(ssd_fwd_)(int64_t lo, int64_t hi, int64_t L, int64_t H, int64_t P, int64
             memcpy(ckpt + (i * nblocks + c) * NP, S, sizeof(REAL) * NP);
             if (PV) {
 #define FWD(pv) FN(fwd_steps_)(pv, t0, t1, b, h, g, L, H, N, x, dt, la, Bm, Cm, bc_sb, bc_sl, \
-                               doc, S, y, NULL)
+                               doc, S, y, NULL, D[h])
                 SWITCH_PV(PV, FWD)
 #undef FWD
                 continue;
@@ -236,7 +241,7 @@ void FN(ssd_fwd_)(int64_t lo, int64_t hi, int64_t L, int64_t H, int64_t P, int64
                 const REAL *Bt = Bm + b * bc_sb + t * bc_sl + g * N;
                 const REAL *Ct = Cm + b * bc_sb + t * bc_sl + g * N;
                 REAL *yt = y + row * P;
-                for (int64_t p = 0; p < P; p++) yt[p] = 0;
+                for (int64_t p = 0; p < P; p++) yt[p] = D[h] * xt[p];
                 for (int64_t n = 0; n < N; n++) {
                     REAL *Sn = S + n * P;
                     const REAL bn = Bt[n] * d, cn = Ct[n];
@@ -259,7 +264,8 @@ void FN(ssd_bwd_)(int64_t lo, int64_t hi, int64_t L, int64_t H, int64_t P, int64
                   int64_t N, int64_t K, const REAL *x, const REAL *dt, const REAL *la,
                   const REAL *Bm, const REAL *Cm, int64_t bc_sb, int64_t bc_sl,
                   const int64_t *doc, const REAL *ckpt, const REAL *dy, const REAL *dfinal,
-                  REAL *dx, REAL *ddt, REAL *dla, REAL *dB, REAL *dC) {
+                  REAL *dx, REAL *ddt, REAL *dla, REAL *dB, REAL *dC, const REAL *D,
+                  REAL *dD) {
     /* items lo <= i < hi are (row, group) pairs; the group's heads run in order inside */
     const int64_t R = H / G, nblocks = (L + K - 1) / K, NP = N * P;
     const int PV = FN(pv_)(P);
@@ -277,14 +283,15 @@ void FN(ssd_bwd_)(int64_t lo, int64_t hi, int64_t L, int64_t H, int64_t P, int64
             memset(Gs, 0, sizeof(REAL) * NP);
         }
         REAL a_next = 1;  /* the vector path's pending decay of Gs */
+        REAL dDh = 0;
         for (int64_t c = nblocks - 1; c >= 0; c--) {
             const int64_t t0 = c * K, t1 = (t0 + K < L) ? t0 + K : L;
             memcpy(buf, ckpt + (i * nblocks + c) * NP, sizeof(REAL) * NP);
             if (PV) {
 #define REFWD(pv) FN(fwd_steps_)(pv, t0, t1, b, h, g, L, H, N, x, dt, la, Bm, Cm, bc_sb, \
-                                 bc_sl, doc, buf, NULL, buf + NP)
+                                 bc_sl, doc, buf, NULL, buf + NP, 0)
 #define BWD(pv) FN(bwd_steps_)(pv, t0, t1, b, h, g, L, H, G, N, x, dt, la, Bm, Cm, bc_sb, \
-                               bc_sl, doc, buf, dy, Gs, &a_next, dx, ddt, dla, dB, dC, acc)
+                               bc_sl, doc, buf, dy, Gs, &a_next, dx, ddt, dla, dB, dC, acc, D[h], &dDh)
                 SWITCH_PV(PV, REFWD)
                 SWITCH_PV(PV, BWD)
 #undef REFWD
@@ -331,10 +338,12 @@ void FN(ssd_bwd_)(int64_t lo, int64_t hi, int64_t L, int64_t H, int64_t P, int64
                     for (int64_t p = 0; p < P; p++) Gn[p] *= a;
                 }
                 dla[row] = a * da;
-                for (int64_t p = 0; p < P; p++) dx[row * P + p] = d * du[p];
+                for (int64_t p = 0; p < P; p++) dx[row * P + p] = d * du[p] + D[h] * dyt[p];
                 ddt[row] = FN(dot_)(du, xt, P);
+                dDh += FN(dot_)(dyt, xt, P);
             }
         }
+        dD[b * H + h] = dDh;  /* per row; the caller sums the rows */
     }
     free(buf); free(Gs); free(u); free(du);
 }

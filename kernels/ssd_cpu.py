@@ -112,9 +112,9 @@ def _load() -> ctypes.CDLL | None:
                 i64, ptr = ctypes.c_int64, ctypes.c_void_p
                 for suffix in ("f32", "f64"):
                     getattr(lib, f"ssd_fwd_{suffix}").argtypes = [i64] * 8 + [ptr] * 5 + [
-                        i64, i64] + [ptr] * 4
+                        i64, i64] + [ptr] * 5
                     getattr(lib, f"ssd_bwd_{suffix}").argtypes = [i64] * 8 + [ptr] * 5 + [
-                        i64, i64] + [ptr] * 3 + [ptr] * 6
+                        i64, i64] + [ptr] * 11
                 _lib = lib
             except (OSError, RuntimeError, subprocess.SubprocessError) as e:
                 _why_not = f"{type(e).__name__}: {e}"
@@ -168,44 +168,47 @@ def _bc_ok(t: torch.Tensor) -> bool:
     return t.stride(3) == 1 and t.stride(2) == t.shape[3]
 
 
-def _layout(x, dt, la, B, C, doc):  # noqa: ANN001, ANN202
+def _layout(x, dt, la, B, C, doc, D):  # noqa: ANN001, ANN202
     """The layouts the C code reads: contiguous tensors, B and C with one set of strides
     (sb, sl, N, 1). Callers keep the results in locals while the C code runs (a pointer into
     a temporary would dangle once it is freed)."""
     if not (_bc_ok(B) and _bc_ok(C) and B.stride()[:2] == C.stride()[:2]):
         B, C = B.contiguous(), C.contiguous()
-    return x.contiguous(), dt.contiguous(), la.contiguous(), B, C, doc.contiguous()
+    return x.contiguous(), dt.contiguous(), la.contiguous(), B, C, doc.contiguous(), \
+        D.contiguous()
 
 
 @torch.library.custom_op("hnetbench::ssd_scan_cpu", mutates_args=())
 def _fwd(x: torch.Tensor, dt: torch.Tensor, la: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-         doc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    x, dt, la, B, C, doc = _layout(x, dt, la, B, C, doc)
+         doc: torch.Tensor, D: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    x, dt, la, B, C, doc, D = _layout(x, dt, la, B, C, doc, D)
     b, L, H, P, G, N, nb = _shapes(x, B, doc)
     y = torch.empty_like(x)
     final = x.new_empty(b, H, P, N)
     ckpt = x.new_empty(b, H, nb, N, P)
     fn = getattr(_lib, "ssd_fwd_f64" if x.dtype == torch.float64 else "ssd_fwd_f32")
     _run(fn, b * H, L, H, P, G, N, BLOCK, _ptr(x), _ptr(dt), _ptr(la), _ptr(B), _ptr(C),
-         B.stride(0), B.stride(1), _ptr(doc), _ptr(y), _ptr(final), _ptr(ckpt))
+         B.stride(0), B.stride(1), _ptr(doc), _ptr(y), _ptr(final), _ptr(ckpt), _ptr(D))
     return y, final, ckpt
 
 
 @_fwd.register_fake
-def _(x, dt, la, B, C, doc):  # noqa: ANN001, ANN202
+def _(x, dt, la, B, C, doc, D):  # noqa: ANN001, ANN202
     b, L, H, P, G, N, nb = _shapes(x, B, doc)
     return torch.empty_like(x), x.new_empty(b, H, P, N), x.new_empty(b, H, nb, N, P)
 
 
 @torch.library.custom_op("hnetbench::ssd_scan_cpu_backward", mutates_args=())
 def _bwd(x: torch.Tensor, dt: torch.Tensor, la: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-         doc: torch.Tensor, ckpt: torch.Tensor, dy: torch.Tensor, dfinal: torch.Tensor | None
-         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    x, dt, la, B, C, doc = _layout(x, dt, la, B, C, doc)
+         doc: torch.Tensor, D: torch.Tensor, ckpt: torch.Tensor, dy: torch.Tensor,
+         dfinal: torch.Tensor | None
+         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                    torch.Tensor]:
+    x, dt, la, B, C, doc, D = _layout(x, dt, la, B, C, doc, D)
     ckpt = ckpt.contiguous()
     b, L, H, P, G, N, nb = _shapes(x, B, doc)
     dx, ddt, dla = torch.empty_like(x), torch.empty_like(dt), torch.empty_like(la)
-    dB, dC = x.new_empty(b, L, G, N), x.new_empty(b, L, G, N)
+    dB, dC, dD = x.new_empty(b, L, G, N), x.new_empty(b, L, G, N), x.new_empty(b, H)
     # held in locals: a pointer into a temporary would dangle once the temporary is freed
     dy = dy.contiguous()
     dfinal = None if dfinal is None else dfinal.contiguous()
@@ -213,40 +216,41 @@ def _bwd(x: torch.Tensor, dt: torch.Tensor, la: torch.Tensor, B: torch.Tensor, C
     # items: (row, group) pairs, so that a group's heads add into its dB, dC in order
     _run(fn, b * G, L, H, P, G, N, BLOCK, _ptr(x), _ptr(dt), _ptr(la), _ptr(B), _ptr(C),
          B.stride(0), B.stride(1), _ptr(doc), _ptr(ckpt), _ptr(dy), _ptr(dfinal),
-         _ptr(dx), _ptr(ddt), _ptr(dla), _ptr(dB), _ptr(dC))
-    return dx, ddt, dla, dB, dC
+         _ptr(dx), _ptr(ddt), _ptr(dla), _ptr(dB), _ptr(dC), _ptr(D), _ptr(dD))
+    return dx, ddt, dla, dB, dC, dD.sum(0)
 
 
 @_bwd.register_fake
-def _(x, dt, la, B, C, doc, ckpt, dy, dfinal):  # noqa: ANN001, ANN202
+def _(x, dt, la, B, C, doc, D, ckpt, dy, dfinal):  # noqa: ANN001, ANN202
     return (torch.empty_like(x), torch.empty_like(dt), torch.empty_like(la),
             torch.empty_like(B, memory_format=torch.contiguous_format),
-            torch.empty_like(C, memory_format=torch.contiguous_format))
+            torch.empty_like(C, memory_format=torch.contiguous_format), torch.empty_like(D))
 
 
 def _setup(ctx, inputs, output) -> None:  # noqa: ANN001
-    x, dt, la, B, C, doc = inputs
-    ctx.save_for_backward(x, dt, la, B, C, doc, output[2])
+    x, dt, la, B, C, doc, D = inputs
+    ctx.save_for_backward(x, dt, la, B, C, doc, D, output[2])
     ctx.mark_non_differentiable(output[2])  # the saved states: an output only to be saved
 
 
 def _backward(ctx, dy, dfinal, _dckpt):  # noqa: ANN001, ANN202
-    x, dt, la, B, C, doc, ckpt = ctx.saved_tensors
+    x, dt, la, B, C, doc, D, ckpt = ctx.saved_tensors
     if dy is None:
         dy = torch.zeros_like(x)
-    dx, ddt, dla, dB, dC = _bwd(x, dt, la, B, C, doc, ckpt, dy, dfinal)
-    return dx, ddt, dla, dB, dC, None
+    dx, ddt, dla, dB, dC, dD = _bwd(x, dt, la, B, C, doc, D, ckpt, dy, dfinal)
+    return dx, ddt, dla, dB, dC, None, dD
 
 
 _fwd.register_autograd(_backward, setup_context=_setup)
 
 
 def ssd_scan_cpu(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
-                 C: torch.Tensor, doc: torch.Tensor | None = None
+                 C: torch.Tensor, doc: torch.Tensor | None = None, D: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """x (b,L,H,P), dt (b,L,H), A (H,), B/C (b,L,G,N), doc (b,L) nondecreasing document ids;
-    float32 or float64 CPU tensors. Returns (y (b,L,H,P), final state (b,H,P,N)), equal to
-    `ssd_naive` up to rounding. Call `available()` first."""
+    """x (b,L,H,P), dt (b,L,H), A (H,), B/C (b,L,G,N), doc (b,L) nondecreasing document ids,
+    D (H,) an optional skip (y += D_h x, in the same pass); float32 or float64 CPU tensors.
+    Returns (y (b,L,H,P), final state (b,H,P,N)), equal to `ssd_naive` (+ D x) up to
+    rounding. Call `available()` first."""
     if _lib is None:
         raise RuntimeError(f"ssd_scan_cpu: the C scan is not loaded ({_why_not or 'not built'})")
     b, L = x.shape[:2]
@@ -254,5 +258,6 @@ def ssd_scan_cpu(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Te
         doc = torch.zeros(b, L, dtype=torch.long, device=x.device)
     dtype = x.dtype
     dt, B, C = dt.to(dtype), B.to(dtype), C.to(dtype)
-    y, final, _ = _fwd(x, dt, dt * A.to(dtype), B, C, doc.to(torch.long))
+    D = x.new_zeros(x.shape[2]) if D is None else D.to(dtype)
+    y, final, _ = _fwd(x, dt, dt * A.to(dtype), B, C, doc.to(torch.long), D)
     return y, final

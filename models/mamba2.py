@@ -167,14 +167,14 @@ class Mamba2(nn.Module):
         if valid is not None:  # padded tail positions neither add to nor decay the state
             dt = dt * valid[..., None].to(dt.dtype)
         wide = torch.promote_types(x.dtype, torch.float32)  # scan in fp32 at least (bf16 weights)
-        A = -torch.exp(self.A_log.to(wide))
+        A, D = -torch.exp(self.A_log.to(wide)), self.D.to(wide)
         if mamba_chunk_scan_combined is not None and u.is_cuda and collect is None:
             y = mamba_chunk_scan_combined(x, dt, A, B, C, self.chunk_size, seq_idx=seq.doc.int())
-        else:
-            y, state = ssd_scan(
-                x.to(wide), dt.to(wide), A, B.to(wide), C.to(wide), self.chunk_size, seq.doc
-            )
-        y = torch.addcmul(y, x.to(wide), self.D.to(wide)[:, None]).to(x.dtype)
+            y = torch.addcmul(y, x.to(wide), D[:, None])
+        else:  # y + D x: the C scan adds the skip in its own pass
+            y, state = ssd_scan(x.to(wide), dt.to(wide), A, B.to(wide), C.to(wide),
+                                self.chunk_size, seq.doc, D)
+        y = y.to(x.dtype)
         if collect is not None:
             collect.append({"conv": self._prefill_conv(torch.cat(raw, -1), seq), "ssm": state})
         y = self.norm(y.reshape(b, L, self.d_inner), z)

@@ -156,15 +156,17 @@ LIMIT = 80.0
 MIN_FACTORED_CHUNK = 8
 
 
-def ssd_scan(x, dt, A, B, C, chunk: int, doc=None):  # noqa: ANN001, ANN201 - same as reference
-    """x (b,L,H,P), dt (b,L,H), A (H,), B/C (b,L,G,N), doc (b,L) nondecreasing document ids.
+def ssd_scan(x, dt, A, B, C, chunk: int, doc=None, D=None):  # noqa: ANN001, ANN201
+    """x (b,L,H,P), dt (b,L,H), A (H,), B/C (b,L,G,N), doc (b,L) nondecreasing document ids,
+    D (H,) an optional skip: y += D_h x.
 
     Returns (y (b,L,H,P), final state (b,H,P,N)), equal to `ssd_chunked` up to rounding. On
-    CPU (float32/float64) the C recurrence `kernels.ssd_cpu` when it builds, else (and on
-    other devices) `ssd_scan_torch`."""
+    CPU (float32/float64) the C recurrence `kernels.ssd_cpu` when it builds (the skip in the
+    same pass), else (and on other devices) `ssd_scan_torch`."""
     if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and ssd_cpu.available():
-        return ssd_cpu.ssd_scan_cpu(x, dt, A, B, C, doc)
-    return ssd_scan_torch(x, dt, A, B, C, chunk, doc)
+        return ssd_cpu.ssd_scan_cpu(x, dt, A, B, C, doc, D)
+    y, final = ssd_scan_torch(x, dt, A, B, C, chunk, doc)
+    return (y if D is None else torch.addcmul(y, x, D[:, None])), final
 
 
 def ssd_scan_torch(x, dt, A, B, C, chunk: int, doc=None):  # noqa: ANN001, ANN201

@@ -39,26 +39,30 @@ def _inputs(b, L, H, P, N, G, dtype, seed=0):  # noqa: ANN001, ANN202
     ],
 )
 def test_c_scan_matches_naive_recurrence(b, L, H, P, N, G, dtype):
-    """Forward (y and the final state) and the gradients of every input against the
-    sequential recurrence in float64, with document resets and B, C as views of one tensor."""
+    """Forward (y with the skip D x, and the final state) and the gradients of every input
+    against the sequential recurrence in float64, with document resets and B, C as views of one
+    tensor."""
     (x, dt, A, bc), start = _inputs(b, L, H, P, N, G, dtype)
+    D = torch.randn(H, generator=torch.Generator().manual_seed(3), dtype=torch.float64).to(dtype)
     doc = start.long().cumsum(1)
-    for t in (x, dt, A, bc):
+    for t in (x, dt, A, bc, D):
         t.requires_grad_(True)
     B, C = bc.unflatten(-1, (2, G, N)).unbind(2)
-    y, s = ssd.ssd_scan(x, dt, A, B, C, 64, doc)
-    ref = [t.detach().double().requires_grad_(True) for t in (x, dt, A, bc)]
+    y, s = ssd.ssd_scan(x, dt, A, B, C, 64, doc, D)
+    ref = [t.detach().double().requires_grad_(True) for t in (x, dt, A, bc, D)]
     Br, Cr = ref[3].unflatten(-1, (2, G, N)).unbind(2)
     y_ref, s_ref = ssd_naive(ref[0], ref[1], ref[2], Br, Cr, start)
+    y_ref = y_ref + ref[0] * ref[4][:, None]
     tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=2e-4, atol=2e-4)
     torch.testing.assert_close(y.double(), y_ref, **tol)
     torch.testing.assert_close(s.double(), s_ref, **tol)
     g = torch.Generator().manual_seed(1)
     wy = torch.randn(y.shape, generator=g, dtype=torch.float64)
     ws = torch.randn(s.shape, generator=g, dtype=torch.float64)
-    got = torch.autograd.grad((y.double() * wy).sum() + (s.double() * ws).sum(), (x, dt, A, bc))
+    got = torch.autograd.grad((y.double() * wy).sum() + (s.double() * ws).sum(),
+                              (x, dt, A, bc, D))
     want = torch.autograd.grad((y_ref * wy).sum() + (s_ref * ws).sum(), ref)
-    for name, a, w in zip(("x", "dt", "A", "B|C"), got, want):
+    for name, a, w in zip(("x", "dt", "A", "B|C", "D"), got, want):
         torch.testing.assert_close(a.double(), w, **tol, msg=f"d{name}")
 
 
@@ -106,7 +110,7 @@ def test_c_scan_op_passes_torch_op_checks():
     B, C = bc.unflatten(-1, (2, 1, 4)).unbind(2)
     la = dt * A
     args = (x.requires_grad_(True), dt.requires_grad_(True), la, B.contiguous(), C.contiguous(),
-            start.long().cumsum(1))
+            start.long().cumsum(1), torch.randn(2, requires_grad=True))
     torch.library.opcheck(torch.ops.hnetbench.ssd_scan_cpu.default, args)
 
 
