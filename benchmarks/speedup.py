@@ -1,7 +1,8 @@
 """Issue 21: training speed of today's code against the previous scan, in one process.
 
     python benchmarks/speedup.py [--presets hnet-1stage@cpu-tiny ...] [--compile PRESET ...]
-                                 [--parity-steps 50] [--json out.json]
+                                 [--parity-steps 50 [--parity-f64]] [--skip-speed]
+                                 [--json out.json]
 
 For every preset the same model (same weights, same batch of real text) takes training steps
 (forward, backward, AdamW) alternately with the code issue 21 started from ("before": the
@@ -14,7 +15,9 @@ reported beside them. Bytes/s are bytes per CPU second.
 `--compile` adds `train.compile: blocks` on top for the named presets (and reports the
 compile seconds).
 `--parity-steps` trains two copies from the same init for that many steps, one per scan, and
-reports the largest loss difference. The load average is recorded before and after: on a
+reports the largest loss difference; `--parity-f64` adds a float64 copy (today's code) as
+the exact curve and reports how far each float32 curve is from it, which tells a difference of
+the code from rounding amplified by training. The load average is recorded before and after: on a
 shared machine, absolute numbers mean little, the ratios measured here are the result.
 """
 
@@ -139,18 +142,23 @@ def compare(preset: str, batch: int, seq_bytes: int, repeats: int, with_compile:
     return row
 
 
-def parity(preset: str, batch: int, seq_bytes: int, steps: int) -> float:
-    """Largest |loss_before - loss_after| over `steps` training steps from the same init."""
+def parity(preset: str, batch: int, seq_bytes: int, steps: int, f64: bool = False
+           ) -> float | dict:
+    """Largest |loss_before - loss_after| over `steps` training steps from the same init.
+    With `f64`, also trains a float64 copy (today's code) as the exact curve and returns
+    {"before_after", "before_f64", "after_f64"}: how far each float32 curve is from it."""
     from hnetbench.config import resolve
     from hnetbench.data import build_loader
     from hnetbench.models import build_model
 
     cfg = resolve(base={"preset": preset, "data": {"batch_size": batch, "seq_len": seq_bytes}})
     losses = {}
-    for scan in ("before", "after"):
-        use_scan(scan)
+    for scan in ("before", "after", "f64") if f64 else ("before", "after"):
+        use_scan("after" if scan == "f64" else scan)
         torch.manual_seed(0)
         model = build_model(cfg.model)
+        if scan == "f64":
+            model = model.double()
         opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
         loader = iter(build_loader(cfg.data, "train", 0))
         curve = []
@@ -163,7 +171,14 @@ def parity(preset: str, batch: int, seq_bytes: int, steps: int) -> float:
             curve.append(float(out.loss.detach()))
         losses[scan] = curve
     use_scan("after")
-    return max(abs(a - b) for a, b in zip(losses["before"], losses["after"]))
+
+    def gap(a: str, b: str) -> float:
+        return max(abs(u - v) for u, v in zip(losses[a], losses[b]))
+
+    if not f64:
+        return gap("before", "after")
+    return {"before_after": gap("before", "after"), "before_f64": gap("before", "f64"),
+            "after_f64": gap("after", "f64")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,12 +191,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parity-steps", type=int, default=0)
     ap.add_argument("--parity-presets", nargs="*", default=None)
     ap.add_argument("--parity-batch", type=int, default=4)
+    ap.add_argument("--parity-f64", action="store_true",
+                    help="also train a float64 copy and report each float32 curve's distance")
+    ap.add_argument("--skip-speed", action="store_true", help="parity only")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     load_before = os.getloadavg()
     t_cpu = time.process_time()
     rows = []
-    for p in args.presets:
+    for p in [] if args.skip_speed else args.presets:
         rows.append(compare(p, args.batch, args.seq_bytes, args.repeats, p in args.compile))
         print(rows[-1], f"load {os.getloadavg()}", flush=True)
     for scale in ("cpu-tiny", "cpu-small"):
@@ -193,8 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     par = {}
     if args.parity_steps:
         for p in args.parity_presets or [p for p in args.presets if "transformer" not in p]:
-            par[p] = parity(p, args.parity_batch, args.seq_bytes, args.parity_steps)
-            print(f"parity {p}: max |loss diff| over {args.parity_steps} steps = {par[p]:.2e}")
+            par[p] = parity(p, args.parity_batch, args.seq_bytes, args.parity_steps,
+                            args.parity_f64)
+            shown = (f"{par[p]:.2e}" if not isinstance(par[p], dict)
+                     else ", ".join(f"{k} {v:.2e}" for k, v in par[p].items()))
+            print(f"parity {p}: max |loss diff| over {args.parity_steps} steps = {shown}")
     load_after = os.getloadavg()
     print(f"threads {torch.get_num_threads()}, cores {os.cpu_count()}, load before "
           f"{load_before}, after {load_after}")
