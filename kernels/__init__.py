@@ -4,6 +4,7 @@ Dispatch: CUDA tensors use a Triton kernel when triton is installed, CPU tensors
 `backend` ("auto" | "torch" | "triton", i.e. ModelConfig.kernels) forces either. Triton on CPU
 tensors works only under TRITON_INTERPRET=1 (set before triton is first imported; tests only).
 The Triton modules are imported lazily so importing this package never pulls in triton.
+`ssd_cpu` is the Mamba-2 scan as a C loop for CPU tensors (used through `models.ssd.ssd_scan`).
 """
 
 from __future__ import annotations

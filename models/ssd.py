@@ -1,7 +1,8 @@
-"""The CPU default Mamba-2 SSD scan: chunked, with document resets.
+"""The Mamba-2 SSD scan, with document resets: `ssd_scan` dispatches to the C recurrence
+(`kernels/ssd_cpu.c`, the CPU default when a C compiler builds it) or to the torch scan here.
 
 Same contract as `mamba2.ssd_chunked` (kept as the reference both are tested against, with
-`mamba2.ssd_naive`). Two forms:
+`mamba2.ssd_naive`). The torch scan `ssd_scan_torch` has two forms:
 
 `ssd_scan_factored` (the default) uses that a head's decay is a scalar: inside a chunk,
 exp(cs_i - cs_j) = exp(cs_i - r) * exp(r - cs_j), so
@@ -13,7 +14,7 @@ per head: the per-head work becomes elementwise scalings of (position, head) ten
 wide matmul per group, in the inputs' own layout (views, no permute-copies, when G = 1). The
 shift r (half the chunk's total log-decay, detached: the product does not depend on it) keeps
 both factors within exp(+-LIMIT/2); a chunk whose total decay exceeds LIMIT would overflow
-float32, so `ssd_scan` then halves the chunk, and below 8 positions falls back to:
+float32, so `ssd_scan_torch` then halves the chunk, and below 8 positions falls back to:
 
 `ssd_scan_segsum`, which builds the per-head decay matrix from differences cs_i - cs_j (never
 overflows), reorganised for fewer elementwise passes and copies:
