@@ -281,9 +281,11 @@ EVIDENCE_TEXT = {
                "same points.",
     "compute_match": "Realised forward FLOPs per byte (from each run's summary) against its "
                      "group's reference run.",
-    "boundaries": "Stage-0 chunk starts of each H-Net on held-out test text. Chance precision "
-                  "is the share of byte positions that are targets (a boundary placed at "
-                  "random).",
+    "boundaries": "Stage-0 chunk starts of each H-Net on held-out test text, every seed at "
+                  "the top budget. Chance precision is the share of byte positions that are "
+                  "targets (a boundary placed at random). A claim about boundaries is decided "
+                  "only when every seed's interval lies on the same side of chance: one "
+                  "model's interval does not cover training randomness.",
     "accuracy": "Per run; items = the eval's limit.",
 }
 

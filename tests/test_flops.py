@@ -32,8 +32,12 @@ def measured(model: torch.nn.Module, ids: torch.Tensor) -> tuple[float, float, l
     """(matmul FLOPs, SSD FLOPs, positions per stage) of one forward, counted by torch. The
     scan runs as the torch scan here: the C scan (the CPU default) is one opaque op that
     FlopCounterMode cannot see into."""
+    def torch_scan(x, dt, A, B, C, chunk, doc=None, D=None):  # noqa: ANN001, ANN202
+        y, final = ssd_scan_torch(x, dt, A, B, C, chunk, doc)
+        return torch.addcmul(y, x, D[:, None]), final
+
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc:
-        saved, mamba2.ssd_scan = mamba2.ssd_scan, ssd_scan_torch
+        saved, mamba2.ssd_scan = mamba2.ssd_scan, torch_scan
         try:
             out = model(ids)
         finally:

@@ -160,3 +160,24 @@ def test_compute_match_flags_runs_outside_tolerance(sweep: Path, tmp_path: Path)
     tex = (tmp_path / "out" / "tables" / "scaling.tex").read_text()
     assert "\\toprule" in tex and "R\\^{}2" in tex
     assert math.isfinite(rep.tables["scaling"].value(0, "b"))
+
+
+def _aligned(hits: int, n: int, base: float) -> ev.Alignment:
+    return ev.Alignment(iv.proportion_interval(hits / n, n), iv.proportion_interval(0.5, 100),
+                        0.0, base, 6000, [4.0])
+
+
+def test_boundary_claims_need_every_seed_on_one_side():
+    """One model's Wilson interval says nothing of training randomness: one seed is
+    inconclusive whatever its interval; several seeds decide only when they agree."""
+    above, below, across = _aligned(300, 1000, 0.16), _aligned(20, 1000, 0.16), _aligned(
+        160, 1000, 0.16)
+    one = ev.boundary_claim("c", [(0, above)])
+    assert one.verdict == iv.INCONCLUSIVE and "one seed (supported" in one.why
+    assert ev.boundary_claim("c", [(0, above), (1, above)]).verdict == iv.SUPPORTED
+    assert ev.boundary_claim("c", [(0, below), (1, below)]).verdict == iv.CONTRADICTED
+    assert ev.boundary_claim("c", [(0, above), (1, across)]).verdict == iv.INCONCLUSIVE
+    assert ev.boundary_claim("c", [(0, above), (1, below)]).verdict == iv.INCONCLUSIVE
+    assert ev.boundary_claim("c", []).verdict == iv.NOT_MEASURED
+    both = ev.boundary_claim("c", [(0, above), (1, below)]).measured
+    assert "(seeds 0, 1)" in both and "30.0" in both and "2.0" in both

@@ -145,5 +145,8 @@ def test_no_compiler_falls_back_to_torch_scan(monkeypatch, caplog):
     monkeypatch.setattr(ssd, "ssd_scan_torch", lambda *a: calls.append(1) or real(*a))
     (x, dt, A, bc), start = _inputs(1, 20, 2, 4, 4, 1, torch.float32)
     B, C = bc.unflatten(-1, (2, 1, 4)).unbind(2)
-    ssd.ssd_scan(x, dt, A, B, C, 16, start.long().cumsum(1))
+    D = torch.tensor([0.5, -2.0])
+    y, _ = ssd.ssd_scan(x, dt, A, B, C, 16, start.long().cumsum(1), D)
     assert calls == [1]
+    y0, _ = real(x, dt, A, B, C, 16, start.long().cumsum(1))
+    torch.testing.assert_close(y, y0 + x * D[:, None])  # the skip, added by the torch path
