@@ -146,8 +146,10 @@ BPB is far from the paper's 0.74-0.76, so absolute numbers are not comparable wi
 what can be compared is the direction of a difference between matched models, and the claims
 table above calls a difference one only when its 95% interval excludes zero. Single-seed
 comparisons (zh, code, DNA) have no interval and stay "inconclusive" by construction; the
-English top-budget runs have two seeds. Use the paper-scale presets on GPUs for the paper's
-numbers.
+English top-budget runs have two seeds. Boundary claims likewise: a Wilson interval over one
+model's boundaries leaves out training randomness (the two English seeds of one model can land
+on opposite sides of chance), so they are decided only when every seed agrees. Use the
+paper-scale presets on GPUs for the paper's numbers.
 """
 
 
