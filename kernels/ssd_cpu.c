@@ -90,6 +90,39 @@ static inline V FN(hsums_)(const V *v) {
 #endif
 }
 
+/* a_t of row b: 0 where a document starts (nothing older reaches t), else exp(la_t) */
+static inline REAL FN(decay_)(const int64_t *doc, const REAL *la, int64_t b, int64_t L,
+                              int64_t t, int64_t row) {
+    return (t > 0 && doc[b * L + t] != doc[b * L + t - 1]) ? 0 : exp(la[row]);
+}
+
+/* The scalar path's steps, same contract as fwd_steps_ below (any P). */
+static void FN(scalar_fwd_steps_)(
+        int64_t P, int64_t t0, int64_t t1, int64_t b, int64_t h, int64_t g, int64_t L,
+        int64_t H, int64_t N, const REAL *x, const REAL *dt, const REAL *la,
+        const REAL *Bm, const REAL *Cm, int64_t bc_sb, int64_t bc_sl, const int64_t *doc,
+        REAL *S, REAL *y, REAL *hist, REAL Dh) {
+    for (int64_t t = t0; t < t1; t++) {
+        const int64_t row = (b * L + t) * H + h;
+        const REAL a = FN(decay_)(doc, la, b, L, t, row), d = dt[row];
+        const REAL *xt = x + row * P;
+        const REAL *Bt = Bm + b * bc_sb + t * bc_sl + g * N;
+        const REAL *Ct = Cm + b * bc_sb + t * bc_sl + g * N;
+        REAL *out = hist ? hist + (t - t0) * N * P : S;
+        REAL *yt = y ? y + row * P : NULL;
+        if (yt)
+            for (int64_t p = 0; p < P; p++) yt[p] = Dh * xt[p];
+        for (int64_t n = 0; n < N; n++) {
+            const REAL bn = Bt[n] * d, cn = Ct[n];
+            for (int64_t p = 0; p < P; p++) {
+                out[n * P + p] = a * S[n * P + p] + bn * xt[p];
+                if (yt) yt[p] += cn * out[n * P + p];
+            }
+        }
+        if (hist) S = out;
+    }
+}
+
 static inline __attribute__((always_inline)) void FN(fwd_steps_)(
         const int PV, int64_t t0, int64_t t1, int64_t b, int64_t h, int64_t g, int64_t L,
         int64_t H, int64_t N, const REAL *x, const REAL *dt, const REAL *la,
@@ -100,7 +133,7 @@ static inline __attribute__((always_inline)) void FN(fwd_steps_)(
     const int64_t P = PV * VL;
     for (int64_t t = t0; t < t1; t++) {
         const int64_t row = (b * L + t) * H + h;
-        const REAL a = (t > 0 && doc[b * L + t] != doc[b * L + t - 1]) ? 0 : exp(la[row]);
+        const REAL a = FN(decay_)(doc, la, b, L, t, row);
         const REAL d = dt[row];
         const REAL *Bt = Bm + b * bc_sb + t * bc_sl + g * N;
         const REAL *Ct = Cm + b * bc_sb + t * bc_sl + g * N;
@@ -136,7 +169,7 @@ static inline __attribute__((always_inline)) void FN(bwd_steps_)(
     const int64_t P = PV * VL, NP = N * P;
     for (int64_t t = t1 - 1; t >= t0; t--) {
         const int64_t row = (b * L + t) * H + h, grow = (b * L + t) * G + g;
-        const REAL a = (t > 0 && doc[b * L + t] != doc[b * L + t - 1]) ? 0 : exp(la[row]);
+        const REAL a = FN(decay_)(doc, la, b, L, t, row);
         const REAL d = dt[row];
         const REAL *Bt = Bm + b * bc_sb + t * bc_sl + g * N;
         const REAL *Ct = Cm + b * bc_sb + t * bc_sl + g * N;
@@ -232,25 +265,8 @@ void FN(ssd_fwd_)(int64_t lo, int64_t hi, int64_t L, int64_t H, int64_t P, int64
 #undef FWD
                 continue;
             }
-            for (int64_t t = t0; t < t1; t++) {  /* scalar path */
-                const int64_t row = (b * L + t) * H + h;
-                const REAL a = (t > 0 && doc[b * L + t] != doc[b * L + t - 1]) ? 0
-                                                                                : exp(la[row]);
-                const REAL d = dt[row];
-                const REAL *xt = x + row * P;
-                const REAL *Bt = Bm + b * bc_sb + t * bc_sl + g * N;
-                const REAL *Ct = Cm + b * bc_sb + t * bc_sl + g * N;
-                REAL *yt = y + row * P;
-                for (int64_t p = 0; p < P; p++) yt[p] = D[h] * xt[p];
-                for (int64_t n = 0; n < N; n++) {
-                    REAL *Sn = S + n * P;
-                    const REAL bn = Bt[n] * d, cn = Ct[n];
-                    for (int64_t p = 0; p < P; p++) {
-                        Sn[p] = a * Sn[p] + bn * xt[p];
-                        yt[p] += cn * Sn[p];
-                    }
-                }
-            }
+            FN(scalar_fwd_steps_)(P, t0, t1, b, h, g, L, H, N, x, dt, la, Bm, Cm, bc_sb, bc_sl,
+                                  doc, S, y, NULL, D[h]);
         }
         REAL *fin = final + i * NP;  /* (P, N) from S's (N, P) */
         for (int64_t n = 0; n < N; n++)
@@ -299,24 +315,11 @@ void FN(ssd_bwd_)(int64_t lo, int64_t hi, int64_t L, int64_t H, int64_t P, int64
                 continue;
             }
             /* scalar path: recompute the block's states, buf[k] = S_{t0+k-1} */
-            for (int64_t t = t0; t < t1; t++) {
-                const int64_t row = (b * L + t) * H + h;
-                const REAL a = (t > 0 && doc[b * L + t] != doc[b * L + t - 1]) ? 0
-                                                                                : exp(la[row]);
-                const REAL d = dt[row];
-                const REAL *xt = x + row * P;
-                const REAL *Bt = Bm + b * bc_sb + t * bc_sl + g * N;
-                const REAL *Sp = buf + (t - t0) * NP;
-                REAL *Sc = buf + (t - t0 + 1) * NP;
-                for (int64_t n = 0; n < N; n++) {
-                    const REAL bn = Bt[n] * d;
-                    for (int64_t p = 0; p < P; p++) Sc[n * P + p] = a * Sp[n * P + p] + bn * xt[p];
-                }
-            }
+            FN(scalar_fwd_steps_)(P, t0, t1, b, h, g, L, H, N, x, dt, la, Bm, Cm, bc_sb, bc_sl,
+                                  doc, buf, NULL, buf + NP, 0);
             for (int64_t t = t1 - 1; t >= t0; t--) {
                 const int64_t row = (b * L + t) * H + h;
-                const REAL a = (t > 0 && doc[b * L + t] != doc[b * L + t - 1]) ? 0
-                                                                                : exp(la[row]);
+                const REAL a = FN(decay_)(doc, la, b, L, t, row);
                 const REAL d = dt[row];
                 const REAL *xt = x + row * P, *dyt = dy + row * P;
                 const REAL *Bt = Bm + b * bc_sb + t * bc_sl + g * N;
