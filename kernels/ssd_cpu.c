@@ -11,8 +11,8 @@
    recurrence G_t = C_t dy_t^T + a_{t+1} G_{t+1} from the end; the states it needs are
    recomputed block by block from checkpoints the forward saved every K positions.
 
-   REAL (float or double) and SUFFIX are set by the including lines at the bottom, so one text
-   gives both precisions. Reductions keep a fixed order (lanes of 8, then summed in order):
+   REAL (float or double) and SUFFIX are set by the lines that include this file into itself
+   (just below), so one text gives both precisions. Reductions keep a fixed order (lanes of 8, then summed in order):
    results do not depend on threads or on how the caller splits the (row, head) range. */
 
 #ifndef REAL  /* the file itself: include the body once per precision */

@@ -10,7 +10,7 @@ The C file is compiled with the system's C compiler (`$CC`, else cc/gcc/clang) i
 $HNETBENCH_CACHE/kernels (default ~/.cache/hnetbench/kernels), keyed by the source, the
 compiler and this CPU's flags (`-march=native`: a cluster node of another kind compiles its
 own), written atomically so that runs of a sweep starting together never read a half-written
-library. It is loaded with ctypes (no torch headers, < 1 s to build) and registered as the
+library. It is loaded with ctypes (no torch headers; ~5 s to build) and registered as the
 torch op `hnetbench::ssd_scan_cpu` with its autograd, so `torch.compile` sees one opaque op.
 Without a compiler, or with HNETBENCH_SCAN=torch, `available()` is False and the models use
 the torch scan (the reason is logged once).
@@ -62,9 +62,9 @@ def _cpu_flags() -> str:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("HNETBENCH_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "hnetbench")
-    return Path(base) / "kernels"
+    from hnetbench.data.corpus import cache_dir as hnetbench_cache  # lazy: no start-up cost
+
+    return hnetbench_cache() / "kernels"
 
 
 def _build(cc: str) -> Path:
@@ -155,8 +155,7 @@ def _run(fn, items: int, *args) -> None:  # noqa: ANN001 - a ctypes function
         j.result()
 
 
-def _shapes(x: torch.Tensor, B: torch.Tensor, doc: torch.Tensor
-            ) -> tuple[int, int, int, int, int, int, int]:
+def _shapes(x: torch.Tensor, B: torch.Tensor) -> tuple[int, int, int, int, int, int, int]:
     b, L, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
     return b, L, H, P, G, N, (L + BLOCK - 1) // BLOCK
@@ -182,7 +181,7 @@ def _layout(x, dt, la, B, C, doc, D):  # noqa: ANN001, ANN202
 def _fwd(x: torch.Tensor, dt: torch.Tensor, la: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
          doc: torch.Tensor, D: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     x, dt, la, B, C, doc, D = _layout(x, dt, la, B, C, doc, D)
-    b, L, H, P, G, N, nb = _shapes(x, B, doc)
+    b, L, H, P, G, N, nb = _shapes(x, B)
     y = torch.empty_like(x)
     final = x.new_empty(b, H, P, N)
     ckpt = x.new_empty(b, H, nb, N, P)
@@ -194,7 +193,7 @@ def _fwd(x: torch.Tensor, dt: torch.Tensor, la: torch.Tensor, B: torch.Tensor, C
 
 @_fwd.register_fake
 def _(x, dt, la, B, C, doc, D):  # noqa: ANN001, ANN202
-    b, L, H, P, G, N, nb = _shapes(x, B, doc)
+    b, L, H, P, G, N, nb = _shapes(x, B)
     return torch.empty_like(x), x.new_empty(b, H, P, N), x.new_empty(b, H, nb, N, P)
 
 
@@ -206,7 +205,7 @@ def _bwd(x: torch.Tensor, dt: torch.Tensor, la: torch.Tensor, B: torch.Tensor, C
                     torch.Tensor]:
     x, dt, la, B, C, doc, D = _layout(x, dt, la, B, C, doc, D)
     ckpt = ckpt.contiguous()
-    b, L, H, P, G, N, nb = _shapes(x, B, doc)
+    b, L, H, P, G, N, nb = _shapes(x, B)
     dx, ddt, dla = torch.empty_like(x), torch.empty_like(dt), torch.empty_like(la)
     dB, dC, dD = x.new_empty(b, L, G, N), x.new_empty(b, L, G, N), x.new_empty(b, H)
     # held in locals: a pointer into a temporary would dangle once the temporary is freed

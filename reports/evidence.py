@@ -357,11 +357,14 @@ def boundary_evidence(runs: list[Run], out_dir: Path, warn: Callable[[str], None
                    "bytes/chunk stage 0": ".2f", "bytes/chunk stage 1": ".2f"})
     todo = [(dom, fam, r) for (dom, fam), rs in sorted(chosen.items())
             for r in sorted(rs, key=seed)]
+    texts: dict[str, bytes] = {}  # one held-out sample per domain, shared by its models
     for dom, fam, r in todo:
         first = (dom, fam) not in found
         try:
             model, _, tok = load_checkpoint(r.path)
-            data = sample_text(dom, n_bytes)
+            if dom not in texts:
+                texts[dom] = sample_text(dom, n_bytes)
+            data = texts[dom]
             stages = chunk_starts(model, tok, data.decode("utf-8"))
         except Exception as e:  # noqa: BLE001 - one broken run must not lose the report
             warn(f"{r.path}: boundaries not computed ({type(e).__name__}: {e})")
@@ -467,7 +470,7 @@ def boundary_claim(claim: str, per_seed: list[tuple[int, Alignment]]) -> Claim:
                      f"one seed ({verdicts[0]} for that model): its Wilson interval covers one "
                      "model's boundaries, not training randomness")
     same = verdicts[0] if len(set(verdicts)) == 1 else INCONCLUSIVE
-    return Claim(claim, paper, measured, same if same != NOT_MEASURED else INCONCLUSIVE,
+    return Claim(claim, paper, measured, same,
                  "Wilson interval of precision over boundaries, every seed on the same side "
                  "of chance")
 

@@ -10,9 +10,9 @@ import torch
 from hnetbench.baselines import preset_dict
 from hnetbench.config import RunConfig, from_dict
 from hnetbench.flops import forward_flops
-from hnetbench.models import build_model, mamba2
+from hnetbench.kernels import ssd_cpu
+from hnetbench.models import build_model
 from hnetbench.models.mamba2 import Mamba2
-from hnetbench.models.ssd import ssd_scan_torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -32,16 +32,12 @@ def measured(model: torch.nn.Module, ids: torch.Tensor) -> tuple[float, float, l
     """(matmul FLOPs, SSD FLOPs, positions per stage) of one forward, counted by torch. The
     scan runs as the torch scan here: the C scan (the CPU default) is one opaque op that
     FlopCounterMode cannot see into."""
-    def torch_scan(x, dt, A, B, C, chunk, doc=None, D=None):  # noqa: ANN001, ANN202
-        y, final = ssd_scan_torch(x, dt, A, B, C, chunk, doc)
-        return torch.addcmul(y, x, D[:, None]), final
-
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc:
-        saved, mamba2.ssd_scan = mamba2.ssd_scan, torch_scan
+        saved, ssd_cpu.available = ssd_cpu.available, lambda: False  # the fallback path
         try:
             out = model(ids)
         finally:
-            mamba2.ssd_scan = saved
+            ssd_cpu.available = saved
     counts = {k: sum(v.values()) for k, v in fc.get_flop_counts().items()}
     total = counts["Global"]
     ssd = 0

@@ -72,9 +72,9 @@ def bucket(n: int) -> int:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("HNETBENCH_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "hnetbench")
-    return Path(base) / "inductor"
+    from hnetbench.data.corpus import cache_dir as hnetbench_cache  # lazy: no start-up cost
+
+    return hnetbench_cache() / "inductor"
 
 
 def _set_up_cache() -> None:
