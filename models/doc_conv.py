@@ -7,7 +7,8 @@ tap, more backward); `doc_conv` is the default: one in-place multiply-add per ta
 views, then the few positions whose window crosses a document start (K-1 per start) recomputed
 with the mask, so documents stay exactly isolated; the backward is one multiply-add per tap with
 the crossing terms subtracted sparsely (isolated up to rounding). Tests hold the two equal in
-float64, forward and backward, with documents of every length down to one position.
+float64, forward and backward, with documents of every length down to one position. On CPU the
+default is one C pass for the conv and its SiLU (`kernels/conv_cpu.c`), held to the same reference.
 """
 
 from __future__ import annotations
@@ -81,7 +82,15 @@ class _DocConv(torch.autograd.Function):
         return dx, dw, dout.sum((0, 1)), None
 
 
-def doc_conv(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor,
-             doc: torch.Tensor) -> torch.Tensor:
-    """Same contract and result as `doc_conv_reference` (up to rounding), fewer passes."""
-    return _DocConv.apply(x, w, bias, doc)
+def doc_conv(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, doc: torch.Tensor,
+             silu: bool = False) -> torch.Tensor:
+    """Same contract and result as `doc_conv_reference` (up to rounding), fewer passes; with
+    `silu`, the activation applied. On CPU (float32/64) the C pass `kernels.conv_cpu` runs
+    when it is built, else the torch passes of `_DocConv`."""
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        from hnetbench.kernels import conv_cpu  # lazy: builds the C file on first use
+
+        if conv_cpu.available():
+            return conv_cpu.doc_conv_cpu(x, w, bias, doc, silu)
+    out = _DocConv.apply(x, w, bias, doc)
+    return F.silu(out) if silu else out

@@ -153,8 +153,8 @@ class Mamba2(nn.Module):
         x_raw = F.linear(u, W[di:2 * di])
         bc_raw = F.linear(u, W[2 * di:2 * di + nbc])
         dt = F.linear(u, W[2 * di + nbc:])
-        x = F.silu(doc_conv(x_raw, w[:di], bias[:di], doc))
-        bc = F.silu(doc_conv(bc_raw, w[di:], bias[di:], doc))
+        x = doc_conv(x_raw, w[:di], bias[:di], doc, silu=True)
+        bc = doc_conv(bc_raw, w[di:], bias[di:], doc, silu=True)
         return z, x, bc, dt, (x_raw, bc_raw)
 
     def forward(self, u: torch.Tensor, seq: Seq, collect: list | None = None) -> torch.Tensor:

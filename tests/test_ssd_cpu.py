@@ -9,7 +9,7 @@ import ctypes
 
 import pytest
 import torch
-from hnetbench.kernels import ssd_cpu
+from hnetbench.kernels import cpu_build, ssd_cpu
 from hnetbench.models import ssd
 from hnetbench.models.mamba2 import ssd_naive
 
@@ -123,23 +123,24 @@ def test_loading_keeps_denormals():
 
 def test_build_is_cached_and_keyed(tmp_path, monkeypatch):
     monkeypatch.setenv("HNETBENCH_CACHE", str(tmp_path))
-    cc = ssd_cpu._compiler()
-    first = ssd_cpu._build(cc)
+    cc = cpu_build.compiler()
+    first = cpu_build.build(ssd_cpu.SOURCE, cc)
     assert first.parent == tmp_path / "kernels" and first.exists()
     mtime = first.stat().st_mtime_ns
-    assert ssd_cpu._build(cc) == first and first.stat().st_mtime_ns == mtime  # not rebuilt
+    again = cpu_build.build(ssd_cpu.SOURCE, cc)
+    assert again == first and first.stat().st_mtime_ns == mtime  # not rebuilt
     ctypes.CDLL(str(first)).ssd_fwd_f32  # noqa: B018 - the symbol is there
     assert [p.name for p in tmp_path.joinpath("kernels").glob("*.so*")] == [first.name]  # no temp
 
 
 def test_no_compiler_falls_back_to_torch_scan(monkeypatch, caplog):
     caplog.set_level("WARNING")
-    monkeypatch.setattr(ssd_cpu, "_lib", None)
-    monkeypatch.setattr(ssd_cpu, "_why_not", None)
+    monkeypatch.setattr(ssd_cpu, "LIBRARY", cpu_build.CLibrary(ssd_cpu.SOURCE, "the SSD scan",
+                                                                ssd_cpu._declare))
     monkeypatch.setenv("CC", "/nonexistent/cc")
     assert not ssd_cpu.available()
     assert "no C compiler" in ssd_cpu.why_not()
-    assert "the C scan is off" in caplog.text
+    assert "the SSD scan in C is off" in caplog.text
     calls = []
     real = ssd.ssd_scan_torch
     monkeypatch.setattr(ssd, "ssd_scan_torch", lambda *a: calls.append(1) or real(*a))

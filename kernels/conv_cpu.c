@@ -1,0 +1,162 @@
+/* Mamba-2's causal depthwise conv with document resets, and the SiLU after it, in one pass.
+
+   Row b, position l, channel c, taps s = 0..K-1 (w[K-1] on the current input):
+       pre[l][c] = bias[c] + sum_{s < K, l-s in l's document} w[K-1-s][c] x[l-s][c]
+       out[l][c] = silu(pre[l][c]) = pre / (1 + exp(-pre))      (or pre itself, act = 0)
+   Documents start where doc[l] != doc[l-1]: a window never reaches into an earlier one.
+
+   The torch version (`models.doc_conv`) makes one pass over (b, L, C) per tap and more for
+   the activation and the backward; here each position's window is read once from L1, and the
+   backward recomputes pre (K multiply-adds) instead of keeping it. Items are rows; the weight
+   and bias gradients of each row go to their own slot (the caller sums the rows), so results
+   do not depend on threads. The weight is given transposed, wt[s][c] (K, C), so every loop
+   runs along contiguous channels and vectorises.
+
+   REAL and SUFFIX are set by the lines that include this file into itself (just below). */
+
+#ifndef REAL
+/* FP exceptions are never read here; without this GCC will not if-convert the clamps in exp_
+   (a comparison may trap), and the activation loops stay scalar. Values are unchanged. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+
+#define REAL float
+#define SUFFIX f32
+#define IS_F64 0
+#include __FILE__
+#undef REAL
+#undef SUFFIX
+#undef IS_F64
+#define REAL double
+#define SUFFIX f64
+#define IS_F64 1
+#include __FILE__
+
+#else
+
+#define CAT2(a, b) a##b
+#define CAT(a, b) CAT2(a, b)
+#define FN(name) CAT(name, SUFFIX)
+#define SUM_BLOCK 32
+
+/* exp in float as Cephes' expf does it (2^n times a degree-6 polynomial on [-ln2/2, ln2/2],
+   ~1 ulp), written so that the loops calling it vectorise; libm's expf would be one call per
+   element. Inputs are clamped to [-87, 88.7]: silu needs no more (exp(-87) < 2^-125). */
+static inline REAL FN(exp_)(REAL v) {
+#if IS_F64
+    return exp(v);
+#else
+    v = v < -87.0f ? -87.0f : v;
+    v = v > 88.7f ? 88.7f : v;
+    /* n = round(v / ln2): adding and subtracting 1.5 * 2^23 rounds to an integer */
+    float n = (v * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = v - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t e = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &e, sizeof scale);
+    return p * scale;
+#endif
+}
+
+/* pre-activations of position l of a row into o[0..C): taps = how many of the K inputs lie in
+   l's document (1..K) */
+static inline void FN(window_)(int64_t C, int64_t K, int64_t taps, const REAL *restrict xl,
+                               const REAL *restrict wt, const REAL *restrict bias,
+                               REAL *restrict o) {
+    const REAL *w0 = wt + (K - 1) * C;
+    for (int64_t c = 0; c < C; c++) o[c] = bias[c] + w0[c] * xl[c];
+    for (int64_t s = 1; s < taps; s++) {
+        const REAL *ws = wt + (K - 1 - s) * C, *xs = xl - s * C;
+        for (int64_t c = 0; c < C; c++) o[c] += ws[c] * xs[c];
+    }
+}
+
+void FN(conv_fwd_)(int64_t lo, int64_t hi, int64_t L, int64_t C, int64_t K, int64_t act,
+                   const REAL *x, const REAL *wt, const REAL *bias, const int64_t *doc,
+                   REAL *out) {
+    for (int64_t b = lo; b < hi; b++) {
+        int64_t start = 0;
+        for (int64_t l = 0; l < L; l++) {
+            if (l > 0 && doc[b * L + l] != doc[b * L + l - 1]) start = l;
+            const int64_t taps = l - start + 1 < K ? l - start + 1 : K;
+            REAL *restrict o = out + (b * L + l) * C;
+            FN(window_)(C, K, taps, x + (b * L + l) * C, wt, bias, o);
+            if (act)
+                for (int64_t c = 0; c < C; c++) o[c] = o[c] / (1 + FN(exp_)(-o[c]));
+        }
+    }
+}
+
+/* dx, and per row b: dwt_rows[b] (K, C), dbias_rows[b] (C). The gradient at the window's
+   output, g = dout silu'(pre), is scattered to the window's inputs as position l is passed:
+   dx[l] is first written at l and completed by the next K-1 positions (still in L1). */
+void FN(conv_bwd_)(int64_t lo, int64_t hi, int64_t L, int64_t C, int64_t K, int64_t act,
+                   const REAL *x, const REAL *wt, const REAL *bias, const int64_t *doc,
+                   const REAL *dout, REAL *dx, REAL *dwt_rows, REAL *dbias_rows) {
+    /* g, and the weight and bias gradients of the current block of positions (summed per
+       block, then blocks summed: float32 sums over a whole row lose ~sqrt(block) more bits) */
+    REAL *g = malloc(sizeof(REAL) * C), *dw = malloc(sizeof(REAL) * (K + 1) * C);
+    REAL *restrict db = dw + K * C;
+    for (int64_t b = lo; b < hi; b++) {
+        REAL *restrict dw_row = dwt_rows + b * K * C, *restrict db_row = dbias_rows + b * C;
+        memset(dw_row, 0, sizeof(REAL) * K * C);
+        memset(db_row, 0, sizeof(REAL) * C);
+        int64_t start = 0;
+        for (int64_t l = 0; l < L; l++) {
+            if (l % SUM_BLOCK == 0) memset(dw, 0, sizeof(REAL) * (K + 1) * C);
+            if (l > 0 && doc[b * L + l] != doc[b * L + l - 1]) start = l;
+            const int64_t taps = l - start + 1 < K ? l - start + 1 : K;
+            const REAL *restrict xl = x + (b * L + l) * C, *restrict d = dout + (b * L + l) * C;
+            REAL *restrict gl = g;
+            if (act) {
+                FN(window_)(C, K, taps, xl, wt, bias, gl);
+                for (int64_t c = 0; c < C; c++) {  /* silu'(p) = s (1 + p (1 - s)), s = sigmoid */
+                    const REAL p = gl[c], sg = 1 / (1 + FN(exp_)(-p));
+                    gl[c] = d[c] * sg * (1 + p * (1 - sg));
+                }
+            } else {
+                memcpy(gl, d, sizeof(REAL) * C);
+            }
+            for (int64_t c = 0; c < C; c++) db[c] += gl[c];
+            REAL *restrict dxl = dx + (b * L + l) * C;
+            const REAL *w0 = wt + (K - 1) * C;
+            REAL *dw0 = dw + (K - 1) * C;
+            for (int64_t c = 0; c < C; c++) {
+                dxl[c] = gl[c] * w0[c];
+                dw0[c] += gl[c] * xl[c];
+            }
+            for (int64_t s = 1; s < taps; s++) {
+                const REAL *ws = wt + (K - 1 - s) * C, *xs = xl - s * C;
+                REAL *restrict dxs = dxl - s * C, *restrict dws = dw + (K - 1 - s) * C;
+                for (int64_t c = 0; c < C; c++) {
+                    dxs[c] += gl[c] * ws[c];
+                    dws[c] += gl[c] * xs[c];
+                }
+            }
+            if (l % SUM_BLOCK == SUM_BLOCK - 1 || l == L - 1) {
+                for (int64_t i = 0; i < K * C; i++) dw_row[i] += dw[i];
+                for (int64_t c = 0; c < C; c++) db_row[c] += db[c];
+            }
+        }
+    }
+    free(g);
+    free(dw);
+}
+
+#undef CAT2
+#undef CAT
+#undef FN
+#undef SUM_BLOCK
+#endif
