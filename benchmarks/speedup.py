@@ -1,14 +1,21 @@
 """Issue 21: training speed of today's code against the previous scan, in one process.
 
     python benchmarks/speedup.py [--presets hnet-1stage@cpu-tiny ...] [--compile PRESET ...]
-                                 [--parity-steps 50 [--parity-f64]] [--skip-speed]
-                                 [--json out.json]
+                                 [--settle-steps 40] [--parity-steps 50 [--parity-f64]]
+                                 [--skip-speed] [--json out.json]
 
 For every preset the same model (same weights, same batch of real text) takes training steps
 (forward, backward, AdamW) alternately with the code issue 21 started from ("before": the
-chunked SSD `mamba2.ssd_chunked`, the written-out conv `doc_conv_reference`, the mixer's one
-split in_proj and conv, autograd's gated norm) and the current defaults ("after");
+chunked SSD `mamba2.ssd_chunked`, the written-out conv `doc_conv_reference` then silu, the
+mixer's one split in_proj and conv, autograd's gated norm, AdamW's loop over tensors) and the
+current defaults ("after": the C scan, conv and norm, the fused AdamW the trainer uses);
 repetitions interleave so machine load hits both alike (the order alternates per round).
+The model is first trained `--settle-steps` steps (default 40) at its preset's learning rate:
+an H-Net's work depends on how many chunks its router cuts, ~2 bytes per chunk when fresh
+and ~5 when trained (where `reproduce`'s runs spend their steps), so a fresh model times a
+step that training hardly ever takes. `--settle-steps 0` times fresh models (the measure of
+the issue's starting figures). The timed steps run at learning rate 0, so the model and its
+chunking stay put while they are timed.
 Ratios are of CPU seconds per step (one thread: time slices lost to other processes do not
 count), so they hold on a loaded machine; the ratio of the fastest wall-clock repetitions is
 reported beside them. Bytes/s are bytes per CPU second.
@@ -93,7 +100,29 @@ def _step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
     return float(out.loss.detach())
 
 
-def compare(preset: str, batch: int, seq_bytes: int, repeats: int, with_compile: bool) -> dict:
+def settle(model: torch.nn.Module, cfg, steps: int) -> None:  # noqa: ANN001
+    """Train `steps` steps at the preset's learning rate on its training data (today's code),
+    so that a router reaches the compression it trains at: a fresh H-Net router cuts ~2 bytes
+    per chunk, one trained 40 steps ~5 (the target is 6; runs of `reproduce` end at 4.8-5.1),
+    and the main network's work follows. Models without a router return after one step."""
+    from hnetbench.data import build_loader
+
+    if steps <= 0:
+        return
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
+    loader = iter(build_loader(cfg.data, "train", 0))
+    for _ in range(steps):
+        b = next(loader)
+        out = model(b["input_ids"], targets=b["targets"], doc_start=b["doc_start"])
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if not any("bytes_per_chunk" in k for k in out.stats):
+            return
+
+
+def compare(preset: str, batch: int, seq_bytes: int, repeats: int, with_compile: bool,
+            settle_steps: int = 0) -> dict:
     from hnetbench.config import resolve
     from hnetbench.models import build_model
     from hnetbench.train.compile import compile_blocks
@@ -101,6 +130,7 @@ def compare(preset: str, batch: int, seq_bytes: int, repeats: int, with_compile:
     cfg = resolve(base={"preset": preset})
     torch.manual_seed(0)
     model = build_model(cfg.model)
+    settle(model, cfg, settle_steps)
     x, y, n_bytes, _ = make_batch(cfg, batch, seq_bytes, "cpu")
     variants = {"before": (model, "before"), "after": (model, "after")}
     stats = None
@@ -108,7 +138,12 @@ def compare(preset: str, batch: int, seq_bytes: int, repeats: int, with_compile:
         compiled = copy.deepcopy(model)
         stats = compile_blocks(compiled, "blocks")
         variants["after+compile"] = (compiled, "after")
-    opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, (m, _) in variants.items()}
+    # lr 0: the steps do all of AdamW's arithmetic but leave the model (and its router's
+    # chunking) as it is, so repetitions time the same work. "before" steps with the
+    # trainer's CPU optimizer of the issue's start (a loop over tensors), today's with the
+    # fused one the trainer uses now.
+    opts = {k: torch.optim.AdamW(m.parameters(), lr=0.0, fused=k != "before")
+            for k, (m, _) in variants.items()}
     times: dict[str, list[float]] = {k: [] for k in variants}
     cpu: dict[str, list[float]] = {k: [] for k in variants}
     first: dict[str, float] = {}
@@ -125,12 +160,16 @@ def compare(preset: str, batch: int, seq_bytes: int, repeats: int, with_compile:
             else:
                 first[k] = dt
     use_scan("after")
+    with torch.no_grad():
+        chunk_stats = {k.split("/")[0]: round(float(v), 2)
+                       for k, v in model(x, targets=y).stats.items() if "bytes_per_chunk" in k}
     # Ratios of CPU seconds per step (median): with one thread, time slices lost to other
     # processes do not count, so they hold on a loaded machine where wall time does not. The
     # fastest wall-clock repetition is reported beside them.
     c = {k: statistics.median(v) for k, v in cpu.items()}
     w = {k: min(v) for k, v in times.items()}
-    row = {"preset": preset, "before_bytes_cpu_s": n_bytes / c["before"],
+    row = {"preset": preset, "settle_steps": settle_steps, "bytes_per_chunk": chunk_stats,
+           "before_bytes_cpu_s": n_bytes / c["before"],
            "after_bytes_cpu_s": n_bytes / c["after"], "speedup": c["before"] / c["after"],
            "speedup_wall_best": w["before"] / w["after"]}
     if with_compile:
@@ -159,7 +198,7 @@ def parity(preset: str, batch: int, seq_bytes: int, steps: int, f64: bool = Fals
         model = build_model(cfg.model)
         if scan == "f64":
             model = model.double()
-        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3, fused=scan == "after")
         loader = iter(build_loader(cfg.data, "train", 0))
         curve = []
         for _ in range(steps):
@@ -188,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq-bytes", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--settle-steps", type=int, default=40,
+                    help="train each model this many steps first (0: time fresh models)")
     ap.add_argument("--parity-steps", type=int, default=0)
     ap.add_argument("--parity-presets", nargs="*", default=None)
     ap.add_argument("--parity-batch", type=int, default=4)
@@ -200,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     t_cpu = time.process_time()
     rows = []
     for p in [] if args.skip_speed else args.presets:
-        rows.append(compare(p, args.batch, args.seq_bytes, args.repeats, p in args.compile))
+        rows.append(compare(p, args.batch, args.seq_bytes, args.repeats, p in args.compile,
+                            args.settle_steps))
         print(rows[-1], f"load {os.getloadavg()}", flush=True)
     for scale in ("cpu-tiny", "cpu-small"):
         ref = next((r for r in rows if r["preset"] == f"transformer-bpe@{scale}"), None)
@@ -220,10 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"threads {torch.get_num_threads()}, cores {os.cpu_count()}, load before "
           f"{load_before}, after {load_after}")
     if rows:
-        print_table(rows, ["preset", "before_bytes_cpu_s", "after_bytes_cpu_s", "speedup",
+        print_table(rows, ["preset", "bytes_per_chunk", "before_bytes_cpu_s", "after_bytes_cpu_s",
+                           "speedup",
                            "speedup_wall_best",
                            "before_vs_bpe", "after_vs_bpe", "speedup_compiled", "compile_s"])
     write_json(args.json, {"machine": machine(), "batch": args.batch, "seq_bytes": args.seq_bytes,
+                           "settle_steps": args.settle_steps,
                            "load_before": load_before, "load_after": load_after,
                            "cpu_s": time.process_time() - t_cpu, "rows": rows,
                            "parity_max_abs_loss_diff": par})

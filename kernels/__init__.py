@@ -4,7 +4,9 @@ Dispatch: CUDA tensors use a Triton kernel when triton is installed, CPU tensors
 `backend` ("auto" | "torch" | "triton", i.e. ModelConfig.kernels) forces either. Triton on CPU
 tensors works only under TRITON_INTERPRET=1 (set before triton is first imported; tests only).
 The Triton modules are imported lazily so importing this package never pulls in triton.
-`ssd_cpu` is the Mamba-2 scan as a C loop for CPU tensors (used through `models.ssd.ssd_scan`).
+`ssd_cpu`, `conv_cpu` and `norm_cpu` are the Mamba-2 mixer's scan, conv + SiLU and gated RMSNorm
+as C loops for CPU tensors, built by `cpu_build` (used through `models.ssd.ssd_scan`,
+`models.doc_conv.doc_conv` and `models.norm.GatedRMSNorm`).
 """
 
 from __future__ import annotations

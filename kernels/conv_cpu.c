@@ -15,11 +15,7 @@
    REAL and SUFFIX are set by the lines that include this file into itself (just below). */
 
 #ifndef REAL
-/* FP exceptions are never read here; without this GCC will not if-convert the clamps in exp_
-   (a comparison may trap), and the activation loops stay scalar. Values are unchanged. */
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("no-trapping-math")
-#endif
+#include "cpu_math.h"  /* (its pragma must come before any function) */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,31 +40,7 @@
 #define FN(name) CAT(name, SUFFIX)
 #define SUM_BLOCK 32
 
-/* exp in float as Cephes' expf does it (2^n times a degree-6 polynomial on [-ln2/2, ln2/2],
-   ~1 ulp), written so that the loops calling it vectorise; libm's expf would be one call per
-   element. Inputs are clamped to [-87, 88.7]: silu needs no more (exp(-87) < 2^-125). */
-static inline REAL FN(exp_)(REAL v) {
-#if IS_F64
-    return exp(v);
-#else
-    v = v < -87.0f ? -87.0f : v;
-    v = v > 88.7f ? 88.7f : v;
-    /* n = round(v / ln2): adding and subtracting 1.5 * 2^23 rounds to an integer */
-    float n = (v * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = v - n * 0.693359375f + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    int32_t e = ((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &e, sizeof scale);
-    return p * scale;
-#endif
-}
+#include "cpu_math.h"  /* exp_, sigmoid_ */
 
 /* pre-activations of position l of a row into o[0..C): taps = how many of the K inputs lie in
    l's document (1..K) */
@@ -123,7 +95,7 @@ void FN(conv_bwd_)(int64_t lo, int64_t hi, int64_t L, int64_t C, int64_t K, int6
             if (act) {
                 FN(window_)(C, K, taps, xl, wt, bias, gl);
                 for (int64_t c = 0; c < C; c++) {  /* silu'(p) = s (1 + p (1 - s)), s = sigmoid */
-                    const REAL p = gl[c], sg = 1 / (1 + FN(exp_)(-p));
+                    const REAL p = gl[c], sg = FN(sigmoid_)(p);
                     gl[c] = d[c] * sg * (1 + p * (1 - sg));
                 }
             } else {

@@ -2,9 +2,10 @@
 
 Each C file is compiled on first use with the system's C compiler (`$CC`, else cc/gcc/clang),
 `-O3 -march=native`, into $HNETBENCH_CACHE/kernels (default ~/.cache/hnetbench/kernels), keyed
-by the source, the compiler and this CPU's flags (a cluster node of another kind compiles its
-own), under a file lock and written atomically, so runs of a sweep starting together build once
-and never load a half-written library. It is loaded with ctypes (no torch headers).
+by the source and the shared headers, the compiler and this CPU's flags (a cluster node of
+another kind compiles its own), under a file lock and written atomically, so runs of a sweep
+starting together build once and never load a half-written library. It is loaded with ctypes
+(no torch headers).
 
 Without a compiler, or with HNETBENCH_C_KERNELS=off (or a kernel's own switch, such as
 HNETBENCH_SCAN=torch for the scan), a library is off: `available()` is False, the reason is
@@ -59,8 +60,10 @@ def cache_dir() -> Path:
 def build(source: Path, cc: str) -> Path:
     """The compiled library of `source` in the cache (built now if it is not there yet)."""
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
+    headers = b"".join(h.read_bytes() for h in sorted(source.parent.glob("*.h")))
     key = hashlib.sha256(
-        source.read_bytes() + version.encode() + _cpu_flags().encode() + " ".join(FLAGS).encode()
+        source.read_bytes() + headers + version.encode() + _cpu_flags().encode()
+        + " ".join(FLAGS).encode()
     ).hexdigest()[:16]
     out = cache_dir() / f"{source.stem}-{key}.so"
     if out.exists():

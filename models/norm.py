@@ -1,4 +1,5 @@
-"""RMSNorm, and the gated RMSNorm that closes a Mamba-2 mixer."""
+"""RMSNorm, and the gated RMSNorm that closes a Mamba-2 mixer (on CPU, one C pass per
+position when it is built: `kernels/norm_cpu.c`)."""
 
 from __future__ import annotations
 
@@ -68,4 +69,9 @@ class GatedRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d))
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+            from hnetbench.kernels import norm_cpu  # lazy: builds the C file on first use
+
+            if norm_cpu.available():
+                return norm_cpu.gated_rms_norm_cpu(x, z, self.weight, self.group_size, self.eps)
         return _GatedRMSNorm.apply(x, z, self.weight, self.group_size, self.eps)

@@ -122,3 +122,23 @@ def test_c_conv_opcheck():
     x, w, bias, doc = _case(2, 20, 8, 4, 0.2, seed=9, dtype=torch.float32)
     torch.library.opcheck(torch.ops.hnetbench.doc_conv_cpu.default,
                           (x, w.t(), bias, doc, True))
+
+
+def test_c_kernels_off_runs_the_torch_passes(monkeypatch, caplog):
+    from hnetbench.kernels import cpu_build
+    from hnetbench.models import doc_conv as doc_conv_module
+
+    caplog.set_level("WARNING")
+    monkeypatch.setattr(conv_cpu, "LIBRARY", cpu_build.CLibrary(
+        conv_cpu.SOURCE, "the Mamba-2 conv", conv_cpu._declare))
+    monkeypatch.setenv("HNETBENCH_C_KERNELS", "off")
+    assert not conv_cpu.available() and "HNETBENCH_C_KERNELS=off" in conv_cpu.LIBRARY.why_not
+    assert "the Mamba-2 conv in C is off" in caplog.text
+    calls = []
+    real = doc_conv_module._DocConv.apply
+    monkeypatch.setattr(doc_conv_module._DocConv, "apply",
+                        lambda *a: calls.append(1) or real(*a))
+    x, w, bias, doc = _case(2, 20, 4, 4, 0.2, seed=1)
+    out = doc_conv(x, w, bias, doc, silu=True)
+    assert calls == [1]
+    torch.testing.assert_close(out, _reference(x, w, bias, doc, True), rtol=1e-12, atol=1e-12)

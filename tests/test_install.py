@@ -10,6 +10,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from hnetbench.kernels import cpu_build
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,7 +53,8 @@ def test_ci_runs_the_readme_test_command_verbatim() -> None:
 
 @pytest.mark.slow
 def test_installed_package_finds_its_data(tmp_path: Path) -> None:
-    """`pip install .` (not editable) into a fresh venv: corpora, tasks and specs are installed."""
+    """`pip install .` (not editable) into a fresh venv: corpora, tasks, specs and the C
+    kernels' sources are installed."""
     # build from a copy: setuptools leaves build/ in the source tree, and a stale build/lib
     # would put deleted modules into the wheel
     src = tmp_path / "src"
@@ -95,18 +97,22 @@ def test_installed_package_finds_its_data(tmp_path: Path) -> None:
         "print(sum(len(load_documents(d, 'test')) > 0 for d in list_domains()))\n"
         "print(len(list(TASKS_DIR.glob('*.yaml'))), len(list(TASKS_DIR.glob('*.jsonl'))))\n"
         "print(sorted(p.stem for p in SPECS.glob('*.yaml')))\n"
+        "from hnetbench.kernels import conv_cpu, norm_cpu, ssd_cpu\n"
+        "print([m.available() for m in (ssd_cpu, conv_cpu, norm_cpu)])\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run([str(py), "-c", probe], cwd=tmp_path, env=env, capture_output=True,
                          text=True)
     assert out.returncode == 0, out.stderr[-2000:]
-    pkg, domains, with_test, tasks, specs = out.stdout.strip().splitlines()
+    pkg, domains, with_test, tasks, specs, c_kernels = out.stdout.strip().splitlines()
     assert pkg.startswith(str(venv)), pkg  # the installed copy, not the checkout
     assert domains == str(["code", "dna", "en", "zh"])
     assert int(with_test) == 4
     n_yaml, n_jsonl = map(int, tasks.split())
     assert n_yaml >= 7 and n_jsonl >= 7
     assert "cpu" in specs and "paper-L" in specs
+    if cpu_build.compiler():  # the C sources (and their header) are installed and build
+        assert c_kernels == str([True, True, True]), out.stderr[-2000:]
 
     cli = subprocess.run([str(py), "-m", "hnetbench.cli", "eval", "tasks"], cwd=tmp_path, env=env,
                          capture_output=True, text=True)

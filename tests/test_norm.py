@@ -1,29 +1,39 @@
-"""The gated RMSNorm that closes a Mamba-2 mixer: the written-out backward (`_GatedRMSNorm`)
-equals autograd through the reference in float64, per group and across the whole width, and
-the module keeps the reference's float32 result."""
+"""The gated RMSNorm that closes a Mamba-2 mixer: both fast paths (the written-out backward
+`_GatedRMSNorm`, and the C pass of `kernels/norm_cpu.c`) equal autograd through the reference
+in float64, per group and across the whole width; in float32 the module (C pass by default on
+CPU) is as close to the reference as torch's float32 passes; the C pass does not depend on
+threads and passes torch's op checks."""
 
 import pytest
 import torch
+from hnetbench.kernels import norm_cpu
 from hnetbench.models.norm import GatedRMSNorm, _GatedRMSNorm, gated_rms_norm_reference
+
+needs_c = pytest.mark.skipif(not norm_cpu.available(),
+                             reason=f"C norm not built: {norm_cpu.LIBRARY.why_not}")
+IMPLS = [pytest.param(_GatedRMSNorm.apply, id="torch"),
+         pytest.param(norm_cpu.gated_rms_norm_cpu, marks=needs_c, id="c")]
 
 
 def _case(shape: tuple[int, ...], seed: int, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(*shape, generator=g, dtype=dtype, requires_grad=True)
-    z = (3 * torch.randn(*shape, generator=g, dtype=dtype)).requires_grad_()  # both silu tails
-    w = torch.randn(shape[-1], generator=g, dtype=dtype, requires_grad=True)
-    return x, z, w
+    x = torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype).requires_grad_()
+    z = (3 * torch.randn(*shape, generator=g, dtype=torch.float64)).to(dtype).requires_grad_()
+    w = torch.randn(shape[-1], generator=g, dtype=torch.float64).to(dtype).requires_grad_()
+    return x, z, w  # z out to +-10: both silu tails
 
 
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("shape,group_size", [
     ((2, 7, 12), 12),   # one group (ngroups = 1, the presets)
     ((2, 7, 12), 4),    # three groups
     ((5, 8), 2),        # no length axis (generation steps), groups of two
+    ((3, 70, 40), 20),  # whole vectors and tails; more positions than one C work item
 ])
-def test_gated_norm_matches_reference_forward_and_backward(shape, group_size):
+def test_gated_norm_matches_reference_forward_and_backward(impl, shape, group_size):
     x, z, w = _case(shape, seed=sum(shape) + group_size)
     ref = gated_rms_norm_reference(x, z, w, group_size, 1e-5)
-    out = _GatedRMSNorm.apply(x, z, w, group_size, 1e-5)
+    out = impl(x, z, w, group_size, 1e-5)
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     dy = torch.randn_like(ref)
     want = torch.autograd.grad(ref, (x, z, w), dy)
@@ -32,22 +42,72 @@ def test_gated_norm_matches_reference_forward_and_backward(shape, group_size):
         torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10, msg=f"d{name}")
 
 
-def test_gated_norm_gradcheck():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_gated_norm_gradcheck(impl):
     x, z, w = _case((2, 3, 6), seed=3)
-    assert torch.autograd.gradcheck(
-        lambda x, z, w: _GatedRMSNorm.apply(x, z, w, 3, 1e-5), (x, z, w))
+    assert torch.autograd.gradcheck(lambda x, z, w: impl(x, z, w, 3, 1e-5), (x, z, w))
 
 
-def test_gated_norm_module_float32_close_to_reference():
+def test_gated_norm_module_float32_as_close_as_torch():
+    """The module's float32 result (the C pass, where built; its exp is a polynomial, not
+    libm's) is as close to the float64 reference as torch's float32 passes are."""
     torch.manual_seed(0)
-    norm = GatedRMSNorm(16, 8)
+    norm = GatedRMSNorm(48, 24)
     with torch.no_grad():
         norm.weight.normal_()
-    x, z, _ = _case((4, 9, 16), seed=1, dtype=torch.float32)
-    ref = gated_rms_norm_reference(x, z, norm.weight, 8, norm.eps)
-    out = norm(x, z)
-    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
+    x, z, _ = _case((4, 90, 48), seed=1)
+    w = norm.weight.detach().double().requires_grad_()
+    ref = gated_rms_norm_reference(x, z, w, 24, norm.eps)
     dy = torch.randn_like(ref)
-    for a, r in zip(torch.autograd.grad(out, (x, z, norm.weight), dy),
-                    torch.autograd.grad(ref, (x, z, norm.weight), dy)):
-        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5)
+    want = [t.detach() for t in (ref, *torch.autograd.grad(ref, (x, z, w), dy))]
+    errs = {}
+    for name, fn in (("torch", lambda a, b: _GatedRMSNorm.apply(a, b, norm.weight, 24, norm.eps)),
+                     ("module", norm)):
+        x32, z32 = (t.detach().float().requires_grad_() for t in (x, z))
+        out = fn(x32, z32)
+        got = (out, *torch.autograd.grad(out, (x32, z32, norm.weight), dy.float()))
+        errs[name] = [float((a.detach().double() - r).abs().max() / r.abs().max())
+                      for a, r in zip(got, want)]
+    for c, t in zip(errs["module"], errs["torch"]):
+        assert c <= 2 * t + 1e-7, errs
+
+
+@needs_c
+def test_c_norm_threads_change_no_bit():
+    x, z, w = _case((3, 100, 32), seed=5, dtype=torch.float32)
+    threads = torch.get_num_threads()
+    res = []
+    try:
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            out = norm_cpu.gated_rms_norm_cpu(x, z, w, 16, 1e-5)
+            res.append((out, *torch.autograd.grad(out.square().sum(), (x, z, w))))
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*res):
+        assert torch.equal(a, b)
+
+
+@needs_c
+def test_c_norm_opcheck():
+    x, z, w = _case((2, 9, 16), seed=9, dtype=torch.float32)
+    torch.library.opcheck(torch.ops.hnetbench.gated_rms_norm_cpu.default, (x, z, w, 8, 1e-5))
+
+
+def test_c_kernels_off_runs_the_torch_passes(monkeypatch):
+    from hnetbench.kernels import cpu_build
+    from hnetbench.models import norm as norm_module
+
+    monkeypatch.setattr(norm_cpu, "LIBRARY", cpu_build.CLibrary(
+        norm_cpu.SOURCE, "the gated RMSNorm", norm_cpu._declare))
+    monkeypatch.setenv("HNETBENCH_C_KERNELS", "off")
+    assert not norm_cpu.available()
+    calls = []
+    real = norm_module._GatedRMSNorm.apply
+    monkeypatch.setattr(norm_module._GatedRMSNorm, "apply",
+                        lambda *a: calls.append(1) or real(*a))
+    norm = GatedRMSNorm(12, 6).double()
+    x, z, _ = _case((2, 5, 12), seed=2)
+    out = norm(x, z)
+    assert calls == [1]
+    torch.testing.assert_close(out, gated_rms_norm_reference(x, z, norm.weight, 6, norm.eps))

@@ -228,7 +228,7 @@ class Trainer:
             g.setdefault("lr_mult", 1.0)
             g["lr"] = tc.lr * g["lr_mult"]
         kwargs: dict[str, Any] = dict(lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
-        if self.device.type == "cuda":
+        if self.device.type in ("cuda", "cpu"):  # one kernel over all tensors, not a loop
             kwargs["fused"] = True
         self.opt = torch.optim.AdamW(groups, **kwargs)
         self.fwd = self.model  # train.compile compiles its blocks in place (after _build)

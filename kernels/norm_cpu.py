@@ -1,0 +1,108 @@
+"""The gated RMSNorm of the Mamba-2 mixer as one C pass per position on CPU (`norm_cpu.c`).
+
+y = RMSNorm(x silu(z)) w per group of channels. The torch version (`models.norm._GatedRMSNorm`)
+makes ~6 full-width passes forward and ~10 backward over (positions, d_inner) tensors; at the
+byte level they were ~8% of an H-Net training step. Registered as the torch op
+`hnetbench::gated_rms_norm_cpu` with its autograd; built and loaded by `kernels.cpu_build`
+(off with HNETBENCH_C_KERNELS=off, or without a compiler: the torch version runs). Tested
+against `models.norm.gated_rms_norm_reference` in float64 (`tests/test_norm.py`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import torch
+from hnetbench.kernels.cpu_build import CLibrary, ptr, run_items
+
+SOURCE = Path(__file__).with_name("norm_cpu.c")
+ROWS_PER_ITEM = 64  # positions per work item (and per partial sum of the weight's gradient)
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    i64, p = ctypes.c_int64, ctypes.c_void_p
+    for suffix, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
+        getattr(lib, f"gnorm_fwd_{suffix}").argtypes = [i64] * 6 + [real] + [p] * 5
+        getattr(lib, f"gnorm_bwd_{suffix}").argtypes = [i64] * 6 + [p] * 8
+
+
+LIBRARY = CLibrary(SOURCE, "the gated RMSNorm", _declare)
+
+
+def available() -> bool:
+    """True when the C norm is built and loaded (compiles it on the first call)."""
+    return LIBRARY.available()
+
+
+def _fn(name: str, dtype: torch.dtype):  # noqa: ANN202 - a ctypes function
+    return getattr(LIBRARY.lib, f"{name}_{'f64' if dtype == torch.float64 else 'f32'}")
+
+
+def _items(M: int) -> int:
+    return (M + ROWS_PER_ITEM - 1) // ROWS_PER_ITEM
+
+
+@torch.library.custom_op("hnetbench::gated_rms_norm_cpu", mutates_args=())
+def _fwd(x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, group_size: int,
+         eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    # held in locals while the C code runs: a pointer into a freed temporary would dangle
+    x, z, weight = x.contiguous(), z.contiguous(), weight.contiguous()
+    D = x.shape[-1]
+    M = x.numel() // D
+    y = torch.empty_like(x)
+    rs = x.new_empty(*x.shape[:-1], D // group_size)
+    run_items(_fn("gnorm_fwd", x.dtype), _items(M), M, D, group_size, ROWS_PER_ITEM, eps,
+              ptr(x), ptr(z), ptr(weight), ptr(y), ptr(rs))
+    return y, rs
+
+
+@_fwd.register_fake
+def _(x, z, weight, group_size, eps):  # noqa: ANN001, ANN202
+    return (torch.empty_like(x, memory_format=torch.contiguous_format),
+            x.new_empty(*x.shape[:-1], x.shape[-1] // group_size))
+
+
+@torch.library.custom_op("hnetbench::gated_rms_norm_cpu_backward", mutates_args=())
+def _bwd(x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, rs: torch.Tensor,
+         group_size: int, dy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    x, z, weight, rs, dy = (t.contiguous() for t in (x, z, weight, rs, dy))
+    D = x.shape[-1]
+    M = x.numel() // D
+    dx, dz = torch.empty_like(x), torch.empty_like(z)
+    dw_items = x.new_empty(_items(M), D)
+    run_items(_fn("gnorm_bwd", x.dtype), _items(M), M, D, group_size, ROWS_PER_ITEM, ptr(x),
+              ptr(z), ptr(weight), ptr(rs), ptr(dy), ptr(dx), ptr(dz), ptr(dw_items))
+    return dx, dz, dw_items.sum(0)
+
+
+@_bwd.register_fake
+def _(x, z, weight, rs, group_size, dy):  # noqa: ANN001, ANN202
+    return (torch.empty_like(x, memory_format=torch.contiguous_format),
+            torch.empty_like(z, memory_format=torch.contiguous_format), torch.empty_like(weight))
+
+
+def _setup(ctx, inputs, output) -> None:  # noqa: ANN001
+    x, z, weight, group_size, _eps = inputs
+    ctx.save_for_backward(x, z, weight, output[1])
+    ctx.group_size = group_size
+    ctx.mark_non_differentiable(output[1])  # 1/rms per group: an output only to be saved
+
+
+def _backward(ctx, dy, _drs):  # noqa: ANN001, ANN202
+    x, z, weight, rs = ctx.saved_tensors
+    dx, dz, dw = _bwd(x, z, weight, rs, ctx.group_size, dy)
+    return dx, dz, dw, None, None
+
+
+_fwd.register_autograd(_backward, setup_context=_setup)
+
+
+def gated_rms_norm_cpu(x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, group_size: int,
+                       eps: float) -> torch.Tensor:
+    """`models.norm.gated_rms_norm_reference` in one C pass: x, z (..., D), weight (D,), D a
+    multiple of `group_size`; float32 or float64 CPU tensors. Call `available()` first."""
+    if LIBRARY.lib is None:
+        raise RuntimeError(f"gated_rms_norm_cpu: the C norm is not loaded "
+                           f"({LIBRARY.why_not or 'not built'})")
+    return _fwd(x, z.to(x.dtype), weight.to(x.dtype), group_size, eps)[0]
