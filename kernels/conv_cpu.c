@@ -8,8 +8,8 @@
    The torch version (`models.doc_conv`) makes one pass over (b, L, C) per tap and more for
    the activation and the backward; here each position's window is read once from L1, and the
    backward recomputes pre (K multiply-adds) instead of keeping it. Items are rows; the weight
-   and bias gradients of each row go to their own slot (the caller sums the rows), so results
-   do not depend on threads. The weight is given transposed, wt[s][c] (K, C), so every loop
+   and bias gradients are summed per block of SUM_BLOCK positions, the blocks into the row's
+   own slot, and the caller sums the rows: a fixed order, so results do not depend on threads. The weight is given transposed, wt[s][c] (K, C), so every loop
    runs along contiguous channels and vectorises.
 
    REAL and SUFFIX are set by the lines that include this file into itself (just below). */
