@@ -100,6 +100,15 @@ def _step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
     return float(out.loss.detach())
 
 
+def _train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, b: dict):  # noqa: ANN202
+    """One training step on a loader batch; returns the model's output."""
+    out = model(b["input_ids"], targets=b["targets"], doc_start=b["doc_start"])
+    out.loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return out
+
+
 def settle(model: torch.nn.Module, cfg, steps: int) -> None:  # noqa: ANN001
     """Train `steps` steps at the preset's learning rate on its training data (today's code),
     so that a router reaches the compression it trains at: a fresh H-Net router cuts ~2 bytes
@@ -112,11 +121,7 @@ def settle(model: torch.nn.Module, cfg, steps: int) -> None:  # noqa: ANN001
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
     loader = iter(build_loader(cfg.data, "train", 0))
     for _ in range(steps):
-        b = next(loader)
-        out = model(b["input_ids"], targets=b["targets"], doc_start=b["doc_start"])
-        out.loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        out = _train_step(model, opt, next(loader))
         if not any("bytes_per_chunk" in k for k in out.stats):
             return
 
@@ -202,12 +207,7 @@ def parity(preset: str, batch: int, seq_bytes: int, steps: int, f64: bool = Fals
         loader = iter(build_loader(cfg.data, "train", 0))
         curve = []
         for _ in range(steps):
-            b = next(loader)
-            out = model(b["input_ids"], targets=b["targets"], doc_start=b["doc_start"])
-            out.loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            curve.append(float(out.loss.detach()))
+            curve.append(float(_train_step(model, opt, next(loader)).loss.detach()))
         losses[scan] = curve
     use_scan("after")
 

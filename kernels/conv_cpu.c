@@ -12,7 +12,7 @@
    own slot, and the caller sums the rows: a fixed order, so results do not depend on threads. The weight is given transposed, wt[s][c] (K, C), so every loop
    runs along contiguous channels and vectorises.
 
-   REAL and SUFFIX are set by the lines that include this file into itself (just below). */
+   REAL and SUFFIX are set by cpu_precisions.h, which includes this file once per precision. */
 
 #ifndef REAL
 #include "cpu_math.h"  /* (its pragma must come before any function) */
@@ -21,23 +21,11 @@
 #include <string.h>
 #include <math.h>
 
-#define REAL float
-#define SUFFIX f32
-#define IS_F64 0
-#include __FILE__
-#undef REAL
-#undef SUFFIX
-#undef IS_F64
-#define REAL double
-#define SUFFIX f64
-#define IS_F64 1
-#include __FILE__
+#define BODY "conv_cpu.c"
+#include "cpu_precisions.h"
 
 #else
 
-#define CAT2(a, b) a##b
-#define CAT(a, b) CAT2(a, b)
-#define FN(name) CAT(name, SUFFIX)
 #define SUM_BLOCK 32
 
 #include "cpu_math.h"  /* exp_, sigmoid_ */
@@ -127,8 +115,5 @@ void FN(conv_bwd_)(int64_t lo, int64_t hi, int64_t L, int64_t C, int64_t K, int6
     free(dw);
 }
 
-#undef CAT2
-#undef CAT
-#undef FN
 #undef SUM_BLOCK
 #endif

@@ -35,10 +35,6 @@ def available() -> bool:
     return LIBRARY.available()
 
 
-def _fn(name: str, dtype: torch.dtype):  # noqa: ANN202 - a ctypes function
-    return getattr(LIBRARY.lib, f"{name}_{'f64' if dtype == torch.float64 else 'f32'}")
-
-
 @torch.library.custom_op("hnetbench::doc_conv_cpu", mutates_args=())
 def _fwd(x: torch.Tensor, wt: torch.Tensor, bias: torch.Tensor, doc: torch.Tensor,
          act: bool) -> torch.Tensor:
@@ -46,7 +42,7 @@ def _fwd(x: torch.Tensor, wt: torch.Tensor, bias: torch.Tensor, doc: torch.Tenso
     x, wt, bias, doc = x.contiguous(), wt.contiguous(), bias.contiguous(), doc.contiguous()
     b, L, C = x.shape
     out = torch.empty_like(x)
-    run_items(_fn("conv_fwd", x.dtype), b, L, C, wt.shape[0], int(act), ptr(x), ptr(wt),
+    run_items(LIBRARY.fn("conv_fwd", x.dtype), b, L, C, wt.shape[0], int(act), ptr(x), ptr(wt),
               ptr(bias), ptr(doc), ptr(out))
     return out
 
@@ -65,7 +61,7 @@ def _bwd(x: torch.Tensor, wt: torch.Tensor, bias: torch.Tensor, doc: torch.Tenso
     K = wt.shape[0]
     dx = torch.empty_like(x)
     dwt_rows, dbias_rows = x.new_empty(b, K, C), x.new_empty(b, C)
-    run_items(_fn("conv_bwd", x.dtype), b, L, C, K, int(act), ptr(x), ptr(wt), ptr(bias),
+    run_items(LIBRARY.fn("conv_bwd", x.dtype), b, L, C, K, int(act), ptr(x), ptr(wt), ptr(bias),
               ptr(doc), ptr(dout), ptr(dx), ptr(dwt_rows), ptr(dbias_rows))
     return dx, dwt_rows.sum(0), dbias_rows.sum(0)
 

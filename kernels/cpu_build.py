@@ -124,6 +124,10 @@ class CLibrary:
     def available(self) -> bool:
         return self.load() is not None
 
+    def fn(self, name: str, dtype: torch.dtype):  # noqa: ANN201 - a ctypes function
+        """The C function `name` for this precision (name_f32 or name_f64)."""
+        return getattr(self.lib, f"{name}_{'f64' if dtype == torch.float64 else 'f32'}")
+
     def reset(self) -> None:
         """Forget the loaded library or the reason it is off (tests)."""
         self.lib, self.why_not = None, None

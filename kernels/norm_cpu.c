@@ -11,7 +11,7 @@
    Items are blocks of ROWS_PER_ITEM positions; each block writes its own dw partial (the
    caller sums them in order), so results do not depend on threads.
 
-   REAL and SUFFIX are set by the lines that include this file into itself (just below). */
+   REAL and SUFFIX are set by cpu_precisions.h, which includes this file once per precision. */
 
 #ifndef REAL
 #include "cpu_math.h"  /* (its pragma must come before any function) */
@@ -20,23 +20,10 @@
 #include <string.h>
 #include <math.h>
 
-#define REAL float
-#define SUFFIX f32
-#define IS_F64 0
-#include __FILE__
-#undef REAL
-#undef SUFFIX
-#undef IS_F64
-#define REAL double
-#define SUFFIX f64
-#define IS_F64 1
-#include __FILE__
+#define BODY "norm_cpu.c"
+#include "cpu_precisions.h"
 
 #else
-
-#define CAT2(a, b) a##b
-#define CAT(a, b) CAT2(a, b)
-#define FN(name) CAT(name, SUFFIX)
 
 #include "cpu_math.h"  /* exp_, sigmoid_ */
 
@@ -111,7 +98,4 @@ void FN(gnorm_bwd_)(int64_t lo, int64_t hi, int64_t M, int64_t D, int64_t GS, in
     free(s);
 }
 
-#undef CAT2
-#undef CAT
-#undef FN
 #endif

@@ -35,10 +35,6 @@ def available() -> bool:
     return LIBRARY.available()
 
 
-def _fn(name: str, dtype: torch.dtype):  # noqa: ANN202 - a ctypes function
-    return getattr(LIBRARY.lib, f"{name}_{'f64' if dtype == torch.float64 else 'f32'}")
-
-
 def _items(M: int) -> int:
     return (M + ROWS_PER_ITEM - 1) // ROWS_PER_ITEM
 
@@ -52,7 +48,7 @@ def _fwd(x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, group_size: int
     M = x.numel() // D
     y = torch.empty_like(x)
     rs = x.new_empty(*x.shape[:-1], D // group_size)
-    run_items(_fn("gnorm_fwd", x.dtype), _items(M), M, D, group_size, ROWS_PER_ITEM, eps,
+    run_items(LIBRARY.fn("gnorm_fwd", x.dtype), _items(M), M, D, group_size, ROWS_PER_ITEM, eps,
               ptr(x), ptr(z), ptr(weight), ptr(y), ptr(rs))
     return y, rs
 
@@ -71,7 +67,7 @@ def _bwd(x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, rs: torch.Tenso
     M = x.numel() // D
     dx, dz = torch.empty_like(x), torch.empty_like(z)
     dw_items = x.new_empty(_items(M), D)
-    run_items(_fn("gnorm_bwd", x.dtype), _items(M), M, D, group_size, ROWS_PER_ITEM, ptr(x),
+    run_items(LIBRARY.fn("gnorm_bwd", x.dtype), _items(M), M, D, group_size, ROWS_PER_ITEM, ptr(x),
               ptr(z), ptr(weight), ptr(rs), ptr(dy), ptr(dx), ptr(dz), ptr(dw_items))
     return dx, dz, dw_items.sum(0)
 

@@ -11,8 +11,8 @@
    recurrence G_t = C_t dy_t^T + a_{t+1} G_{t+1} from the end; the states it needs are
    recomputed block by block from checkpoints the forward saved every K positions.
 
-   REAL (float or double) and SUFFIX are set by the lines that include this file into itself
-   (just below), so one text gives both precisions. Reductions keep a fixed order (lanes of 8, then summed in order):
+   REAL (float or double) and SUFFIX are set by cpu_precisions.h, which includes this file
+   once per precision. Reductions keep a fixed order (lanes of 8, then summed in order):
    results do not depend on threads or on how the caller splits the (row, head) range. */
 
 #ifndef REAL  /* the file itself: include the body once per precision */
@@ -22,23 +22,10 @@
 #include <math.h>
 
 #define LANES 8
-#define REAL float
-#define SUFFIX f32
-#define IS_F64 0
-#include __FILE__
-#undef REAL
-#undef SUFFIX
-#undef IS_F64
-#define REAL double
-#define SUFFIX f64
-#define IS_F64 1
-#include __FILE__
+#define BODY "ssd_cpu.c"
+#include "cpu_precisions.h"
 
 #else  /* the body, for one REAL */
-
-#define CAT2(a, b) a##b
-#define CAT(a, b) CAT2(a, b)
-#define FN(name) CAT(name, SUFFIX)
 
 /* sum_p u[p] v[p] with LANES partial sums (vectorisable without reassociation flags) */
 static inline REAL FN(dot_)(const REAL *u, const REAL *v, int64_t n) {
@@ -351,12 +338,9 @@ void FN(ssd_bwd_)(int64_t lo, int64_t hi, int64_t L, int64_t H, int64_t P, int64
     free(buf); free(Gs); free(u); free(du);
 }
 
-#undef FN
 #undef V
 #undef VL
 #undef LD
 #undef ST
 #undef SWITCH_PV
-#undef CAT
-#undef CAT2
 #endif

@@ -79,7 +79,7 @@ def _fwd(x: torch.Tensor, dt: torch.Tensor, la: torch.Tensor, B: torch.Tensor, C
     y = torch.empty_like(x)
     final = x.new_empty(b, H, P, N)
     ckpt = x.new_empty(b, H, nb, N, P)
-    fn = getattr(LIBRARY.lib, "ssd_fwd_f64" if x.dtype == torch.float64 else "ssd_fwd_f32")
+    fn = LIBRARY.fn("ssd_fwd", x.dtype)
     _run(fn, b * H, L, H, P, G, N, BLOCK, _ptr(x), _ptr(dt), _ptr(la), _ptr(B), _ptr(C),
          B.stride(0), B.stride(1), _ptr(doc), _ptr(y), _ptr(final), _ptr(ckpt), _ptr(D))
     return y, final, ckpt
@@ -105,7 +105,7 @@ def _bwd(x: torch.Tensor, dt: torch.Tensor, la: torch.Tensor, B: torch.Tensor, C
     # held in locals: a pointer into a temporary would dangle once the temporary is freed
     dy = dy.contiguous()
     dfinal = None if dfinal is None else dfinal.contiguous()
-    fn = getattr(LIBRARY.lib, "ssd_bwd_f64" if x.dtype == torch.float64 else "ssd_bwd_f32")
+    fn = LIBRARY.fn("ssd_bwd", x.dtype)
     # items: (row, group) pairs, so that a group's heads add into its dB, dC in order
     _run(fn, b * G, L, H, P, G, N, BLOCK, _ptr(x), _ptr(dt), _ptr(la), _ptr(B), _ptr(C),
          B.stride(0), B.stride(1), _ptr(doc), _ptr(ckpt), _ptr(dy), _ptr(dfinal),
