@@ -9,17 +9,15 @@
    the activation and the backward; here each position's window is read once from L1, and the
    backward recomputes pre (K multiply-adds) instead of keeping it. Items are rows; the weight
    and bias gradients are summed per block of SUM_BLOCK positions, the blocks into the row's
-   own slot, and the caller sums the rows: a fixed order, so results do not depend on threads. The weight is given transposed, wt[s][c] (K, C), so every loop
-   runs along contiguous channels and vectorises.
+   own slot, and the caller sums the rows: a fixed order, so results do not depend on threads.
+   The weight is given transposed, wt[s][c] (K, C), so every loop runs along contiguous
+   channels and vectorises.
 
    REAL and SUFFIX are set by cpu_precisions.h, which includes this file once per precision. */
 
 #ifndef REAL
-#include "cpu_math.h"  /* (its pragma must come before any function) */
-#include <stdint.h>
+#include "cpu_math.h"  /* math, stdint, string; its pragma must come before any function */
 #include <stdlib.h>
-#include <string.h>
-#include <math.h>
 
 #define BODY "conv_cpu.c"
 #include "cpu_precisions.h"

@@ -100,6 +100,8 @@ class CLibrary:
         self._lock = threading.Lock()
 
     def load(self) -> ctypes.CDLL | None:
+        if self.lib is not None or self.why_not is not None:  # decided: no lock per call
+            return self.lib
         with self._lock:
             if self.lib is not None or self.why_not is not None:
                 return self.lib
@@ -128,9 +130,10 @@ class CLibrary:
         """The C function `name` for this precision (name_f32 or name_f64)."""
         return getattr(self.lib, f"{name}_{'f64' if dtype == torch.float64 else 'f32'}")
 
-    def reset(self) -> None:
-        """Forget the loaded library or the reason it is off (tests)."""
-        self.lib, self.why_not = None, None
+
+def handles(t: torch.Tensor) -> bool:
+    """The C kernels take float32 and float64 CPU tensors (other dtypes and devices: torch)."""
+    return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
 
 
 def ptr(t: torch.Tensor | None) -> int | None:

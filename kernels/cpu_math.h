@@ -15,7 +15,8 @@
 
 /* exp in float as Cephes' expf does it (2^n times a degree-6 polynomial on [-ln2/2, ln2/2],
    ~1 ulp), written so that the loops calling it vectorise; libm's expf would be one call per
-   element. Inputs are clamped to [-87, 88.7]: sigmoid and silu need no more (exp(-87) < 2^-125). */
+   element. Inputs are clamped to [-87, 88.7]: sigmoid and silu need no more
+   (exp(-87) < 2^-125). */
 static inline REAL FN(exp_)(REAL v) {
 #if IS_F64
     return exp(v);

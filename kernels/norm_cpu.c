@@ -14,11 +14,8 @@
    REAL and SUFFIX are set by cpu_precisions.h, which includes this file once per precision. */
 
 #ifndef REAL
-#include "cpu_math.h"  /* (its pragma must come before any function) */
-#include <stdint.h>
+#include "cpu_math.h"  /* math, stdint, string; its pragma must come before any function */
 #include <stdlib.h>
-#include <string.h>
-#include <math.h>
 
 #define BODY "norm_cpu.c"
 #include "cpu_precisions.h"
@@ -40,8 +37,9 @@ static inline REAL FN(sum8_)(const REAL *restrict v, int64_t n) {
 }
 
 /* positions [lo * rows_per_item, min(hi * rows_per_item, M)) */
-void FN(gnorm_fwd_)(int64_t lo, int64_t hi, int64_t M, int64_t D, int64_t GS, int64_t rows_per_item,
-                    REAL eps, const REAL *x, const REAL *z, const REAL *w, REAL *y, REAL *rs) {
+void FN(gnorm_fwd_)(int64_t lo, int64_t hi, int64_t M, int64_t D, int64_t GS,
+                    int64_t rows_per_item, REAL eps, const REAL *x, const REAL *z,
+                    const REAL *w, REAL *y, REAL *rs) {
     REAL *sq = malloc(sizeof(REAL) * GS);
     const int64_t end = hi * rows_per_item < M ? hi * rows_per_item : M;
     for (int64_t m = lo * rows_per_item; m < end; m++) {
@@ -60,9 +58,9 @@ void FN(gnorm_fwd_)(int64_t lo, int64_t hi, int64_t M, int64_t D, int64_t GS, in
 }
 
 /* dx, dz, and per item its dw partial dw_items[item] (D) */
-void FN(gnorm_bwd_)(int64_t lo, int64_t hi, int64_t M, int64_t D, int64_t GS, int64_t rows_per_item,
-                    const REAL *x, const REAL *z, const REAL *w, const REAL *rs, const REAL *dy,
-                    REAL *dx, REAL *dz, REAL *dw_items) {
+void FN(gnorm_bwd_)(int64_t lo, int64_t hi, int64_t M, int64_t D, int64_t GS,
+                    int64_t rows_per_item, const REAL *x, const REAL *z, const REAL *w,
+                    const REAL *rs, const REAL *dy, REAL *dx, REAL *dz, REAL *dw_items) {
     REAL *s = malloc(sizeof(REAL) * 4 * D), *h = s + D, *dh = h + D, *prod = dh + D;
     for (int64_t it = lo; it < hi; it++) {
         REAL *restrict dw = dw_items + it * D;

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from hnetbench.kernels import conv_cpu, cpu_build
 
 
 def doc_conv_reference(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor,
@@ -87,10 +88,7 @@ def doc_conv(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, doc: torch.Te
     """Same contract and result as `doc_conv_reference` (up to rounding), fewer passes; with
     `silu`, the activation applied. On CPU (float32/64) the C pass `kernels.conv_cpu` runs
     when it is built, else the torch passes of `_DocConv`."""
-    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
-        from hnetbench.kernels import conv_cpu  # lazy: builds the C file on first use
-
-        if conv_cpu.available():
-            return conv_cpu.doc_conv_cpu(x, w, bias, doc, silu)
+    if cpu_build.handles(x) and conv_cpu.available():  # (builds the C file on first use)
+        return conv_cpu.doc_conv_cpu(x, w, bias, doc, silu)
     out = _DocConv.apply(x, w, bias, doc)
     return F.silu(out) if silu else out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from hnetbench.kernels import cpu_build, norm_cpu
 
 
 class RMSNorm(nn.Module):
@@ -69,9 +70,6 @@ class GatedRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d))
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
-            from hnetbench.kernels import norm_cpu  # lazy: builds the C file on first use
-
-            if norm_cpu.available():
-                return norm_cpu.gated_rms_norm_cpu(x, z, self.weight, self.group_size, self.eps)
+        if cpu_build.handles(x) and norm_cpu.available():  # (builds the C file on first use)
+            return norm_cpu.gated_rms_norm_cpu(x, z, self.weight, self.group_size, self.eps)
         return _GatedRMSNorm.apply(x, z, self.weight, self.group_size, self.eps)

@@ -36,7 +36,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from hnetbench.kernels import ssd_cpu
+from hnetbench.kernels import cpu_build, ssd_cpu
 
 
 def pick_chunk(L: int, chunk: int, d_state: int, headdim: int) -> int:
@@ -164,7 +164,7 @@ def ssd_scan(x, dt, A, B, C, chunk: int, doc=None, D=None):  # noqa: ANN001, ANN
     Returns (y (b,L,H,P), final state (b,H,P,N)), equal to `ssd_chunked` up to rounding. On
     CPU (float32/float64) the C recurrence `kernels.ssd_cpu` when it builds (the skip in the
     same pass), else (and on other devices) `ssd_scan_torch`."""
-    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and ssd_cpu.available():
+    if cpu_build.handles(x) and ssd_cpu.available():
         return ssd_cpu.ssd_scan_cpu(x, dt, A, B, C, doc, D)
     y, final = ssd_scan_torch(x, dt, A, B, C, chunk, doc)
     return (y if D is None else torch.addcmul(y, x, D[:, None])), final
