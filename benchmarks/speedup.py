@@ -7,9 +7,11 @@
 For every preset the same model (same weights, same batch of real text) takes training steps
 (forward, backward, AdamW) alternately with the code issue 21 started from ("before": the
 chunked SSD `mamba2.ssd_chunked`, the written-out conv `doc_conv_reference` then silu, the
-mixer's one split in_proj and conv, autograd's gated norm, AdamW's loop over tensors) and the
-current defaults ("after": the C scan, conv and norm, the fused AdamW the trainer uses);
-repetitions interleave so machine load hits both alike (the order alternates per round).
+mixer's one split in_proj and conv, autograd's gated norm, attention's permute and torch RoPE,
+AdamW's loop over tensors) and the current defaults ("after": the C scan, conv, norm and
+RoPE, the fused AdamW the trainer uses); repetitions interleave so machine load hits both
+alike (the order alternates per round). A third variant, "null", runs the "before" code again:
+`null_ratio` (before / null) shows what the alternation itself does to a ratio (~1).
 The model is first trained `--settle-steps` steps (default 40) at its preset's learning rate:
 an H-Net's work depends on how many chunks its router cuts, ~2 bytes per chunk when fresh
 and ~5 when trained (where `reproduce`'s runs spend their steps), so a fresh model times a
@@ -69,17 +71,26 @@ def _mixer_forward_before(self, u, seq, collect=None):  # noqa: ANN001, ANN202
     return self.out_proj(y)
 
 
+def _qkv_before(self, x, pos):  # noqa: ANN001, ANN202
+    """Attention._qkv as issue 21 found it: permute the projection, RoPE in torch on q, k."""
+    from hnetbench.models.attention import rope
+
+    q, k, v = self.wqkv(x).unflatten(-1, (3, self.n_heads, self.head_dim)).permute(2, 0, 3, 1, 4)
+    return rope(q, pos, self.rotary_dim), rope(k, pos, self.rotary_dim), v
+
+
 _AFTER: dict = {}
 
 
 def use_scan(which: str) -> None:
     """Point the Mamba-2 mixer at the code issue 21 started from ("before": the chunked scan
     `mamba2.ssd_chunked`, the written-out conv `doc_conv_reference`, one split in_proj and conv,
-    autograd's gated norm) or today's ("after")."""
-    from hnetbench.models import doc_conv, mamba2, norm, ssd
+    autograd's gated norm, torch RoPE) or today's ("after")."""
+    from hnetbench.models import attention, doc_conv, mamba2, norm, ssd
 
     if not _AFTER:
-        _AFTER.update(forward=mamba2.Mamba2.forward, norm=norm.GatedRMSNorm.forward)
+        _AFTER.update(forward=mamba2.Mamba2.forward, norm=norm.GatedRMSNorm.forward,
+                      qkv=attention.Attention._qkv)
 
     def norm_before(self, x, z):  # noqa: ANN001, ANN202
         return norm.gated_rms_norm_reference(x, z, self.weight, self.group_size, self.eps)
@@ -89,6 +100,7 @@ def use_scan(which: str) -> None:
     mamba2.doc_conv = doc_conv.doc_conv_reference if before else doc_conv.doc_conv
     mamba2.Mamba2.forward = _mixer_forward_before if before else _AFTER["forward"]
     norm.GatedRMSNorm.forward = norm_before if before else _AFTER["norm"]
+    attention.Attention._qkv = _qkv_before if before else _AFTER["qkv"]
 
 
 def _step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
@@ -137,7 +149,7 @@ def compare(preset: str, batch: int, seq_bytes: int, repeats: int, with_compile:
     model = build_model(cfg.model)
     settle(model, cfg, settle_steps)
     x, y, n_bytes, _ = make_batch(cfg, batch, seq_bytes, "cpu")
-    variants = {"before": (model, "before"), "after": (model, "after")}
+    variants = {"before": (model, "before"), "after": (model, "after"), "null": (model, "before")}
     stats = None
     if with_compile:
         compiled = copy.deepcopy(model)
@@ -147,8 +159,8 @@ def compare(preset: str, batch: int, seq_bytes: int, repeats: int, with_compile:
     # chunking) as it is, so repetitions time the same work. "before" steps with the
     # trainer's CPU optimizer of the issue's start (a loop over tensors), today's with the
     # fused one the trainer uses now.
-    opts = {k: torch.optim.AdamW(m.parameters(), lr=0.0, fused=k != "before")
-            for k, (m, _) in variants.items()}
+    opts = {k: torch.optim.AdamW(m.parameters(), lr=0.0, fused=scan == "after")
+            for k, (m, scan) in variants.items()}
     times: dict[str, list[float]] = {k: [] for k in variants}
     cpu: dict[str, list[float]] = {k: [] for k in variants}
     first: dict[str, float] = {}
@@ -176,7 +188,7 @@ def compare(preset: str, batch: int, seq_bytes: int, repeats: int, with_compile:
     row = {"preset": preset, "settle_steps": settle_steps, "bytes_per_chunk": chunk_stats,
            "before_bytes_cpu_s": n_bytes / c["before"],
            "after_bytes_cpu_s": n_bytes / c["after"], "speedup": c["before"] / c["after"],
-           "speedup_wall_best": w["before"] / w["after"]}
+           "speedup_wall_best": w["before"] / w["after"], "null_ratio": c["before"] / c["null"]}
     if with_compile:
         row["compiled_bytes_cpu_s"] = n_bytes / c["after+compile"]
         row["speedup_compiled"] = c["before"] / c["after+compile"]
@@ -263,8 +275,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{load_before}, after {load_after}")
     if rows:
         print_table(rows, ["preset", "bytes_per_chunk", "before_bytes_cpu_s", "after_bytes_cpu_s",
-                           "speedup",
-                           "speedup_wall_best",
+                           "speedup", "speedup_wall_best", "null_ratio",
                            "before_vs_bpe", "after_vs_bpe", "speedup_compiled", "compile_s"])
     write_json(args.json, {"machine": machine(), "batch": args.batch, "seq_bytes": args.seq_bytes,
                            "settle_steps": args.settle_steps,

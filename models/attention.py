@@ -2,7 +2,9 @@
 
 The mask is causal AND same-document AND within-window (`window` = positions attended,
 including the current one; -1 = global). CPU and the reference path use torch SDPA with a
-boolean mask; on CUDA flash-attn's varlen kernel is used when it imports.
+boolean mask; on CUDA flash-attn's varlen kernel is used when it imports. On CPU (float32 and
+float64) q, k, v come out of the fused projection with their RoPE in one C pass
+(`kernels/rope_cpu.c`, the same bits as `rope` after a permute).
 """
 
 from __future__ import annotations
@@ -10,12 +12,25 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from hnetbench.kernels import cpu_build, rope_cpu
 from hnetbench.models.seqinfo import Seq, Step
 
 try:  # optional fast path, CUDA only
     from flash_attn import flash_attn_varlen_func
 except Exception:  # noqa: BLE001 - any import failure means "not available"
     flash_attn_varlen_func = None
+
+
+def rope_angles(
+    pos: torch.Tensor, rotary_dim: int, dtype: torch.dtype, base: float = 10000.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (B, L, rotary_dim // 2) of the rotation angles at positions pos (B, L)."""
+    # fp32 and the reference's exact formula (flash-attn's RotaryEmbedding), so that angles
+    # agree bit for bit with converted goombalab/hnet models
+    steps = torch.arange(0, rotary_dim, 2, device=pos.device, dtype=torch.float32)
+    inv_freq = 1.0 / (base ** (steps / rotary_dim))
+    ang = pos.float()[:, :, None] * inv_freq
+    return ang.cos().to(dtype), ang.sin().to(dtype)
 
 
 def rope(
@@ -25,12 +40,7 @@ def rope(
     if rotary_dim == 0:
         return x
     half = rotary_dim // 2
-    # fp32 and the reference's exact formula (flash-attn's RotaryEmbedding), so that angles
-    # agree bit for bit with converted goombalab/hnet models
-    steps = torch.arange(0, rotary_dim, 2, device=x.device, dtype=torch.float32)
-    inv_freq = 1.0 / (base ** (steps / rotary_dim))
-    ang = pos.float()[:, None, :, None] * inv_freq  # (B, 1, L, half)
-    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
+    cos, sin = (t[:, None] for t in rope_angles(pos, rotary_dim, x.dtype, base))  # (B,1,L,half)
     x1, x2, rest = x[..., :half], x[..., half:rotary_dim], x[..., rotary_dim:]
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], dim=-1)
 
@@ -51,9 +61,12 @@ class Attention(nn.Module):
         self.out_proj._residual_out = True
 
     def _qkv(self, x: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        q, k, v = (
-            self.wqkv(x).unflatten(-1, (3, self.n_heads, self.head_dim)).permute(2, 0, 3, 1, 4)
-        )
+        """q, k, v (B, H, L, hd), RoPE on q and k."""
+        qkv = self.wqkv(x).unflatten(-1, (3, self.n_heads, self.head_dim))
+        if self.rotary_dim and cpu_build.handles(qkv) and rope_cpu.available():
+            cos, sin = rope_angles(pos, self.rotary_dim, qkv.dtype)
+            return rope_cpu.qkv_rope_cpu(qkv, cos, sin, self.rotary_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
         return rope(q, pos, self.rotary_dim), rope(k, pos, self.rotary_dim), v
 
     def _mask(self, q_idx: torch.Tensor, k_idx: torch.Tensor) -> torch.Tensor:
