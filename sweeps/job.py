@@ -133,7 +133,7 @@ def _run_locked(run_dir: Path, on_claimed: Any = None) -> dict[str, Any]:
         host=socket.gethostname(), pid=os.getpid(), job_id=_job_id(),
     )
     print(f"[sweep job] {run_dir.name} attempt {st['attempts']} pid {os.getpid()}", flush=True)
-    t0 = time.time()
+    t0, cpu0 = time.time(), time.process_time()
     try:
         if on_claimed is not None:
             on_claimed()
@@ -149,7 +149,8 @@ def _run_locked(run_dir: Path, on_claimed: Any = None) -> dict[str, Any]:
             summary = dict(summary or read_json(run_dir / "summary.json") or {})
             summary["match"] = job["match"]
             write_json(run_dir / "summary.json", summary)
-        evals = run_evals(run_dir, job.get("eval") or {})
+        eval_cpu: dict[str, float] = {}
+        evals = run_evals(run_dir, job.get("eval") or {}, eval_cpu)
     except Requeue:
         return _stopped(run_dir, signal.SIGUSR2, None)
     except Cancelled:
@@ -162,8 +163,13 @@ def _run_locked(run_dir: Path, on_claimed: Any = None) -> dict[str, Any]:
         update_status(run_dir, state="failed", error=_one_line(e), finished=now(),
                       wall_s=round(time.time() - t0, 2))
         return {"run_dir": str(run_dir), "state": "failed", "error": _one_line(e)}
+    # what this attempt cost (reproduce's cost.json adds these up): the job's CPU, the training
+    # leg's share and bytes, each eval's CPU
     st = update_status(run_dir, state="completed", finished=now(), evals=evals,
-                       wall_s=round(time.time() - t0, 2))
+                       wall_s=round(time.time() - t0, 2),
+                       job_cpu_s=round(time.process_time() - cpu0, 2),
+                       train_cpu_s=(summary or {}).get("cpu_s"),
+                       leg_bytes=(summary or {}).get("leg_bytes"), eval_cpu_s=eval_cpu)
     return {"run_dir": str(run_dir), "state": "completed", "attempts": st["attempts"]}
 
 
@@ -186,9 +192,11 @@ def _task_names(run_dir: Path, tasks: list[str]) -> list[str]:
     return [t.replace("{domain}", domain) for t in tasks]
 
 
-def run_evals(run_dir: Path, spec: dict[str, Any]) -> dict[str, str]:
+def run_evals(run_dir: Path, spec: dict[str, Any],
+              cpu_s: dict[str, float] | None = None) -> dict[str, str]:
     """Run the evals the spec asks for through `hnetbench eval` (which merges eval.json); each
-    records ok / unavailable / error in status.json without stopping the others."""
+    records ok / unavailable / error in status.json without stopping the others. `cpu_s`, if
+    given, receives each eval's CPU seconds (this process)."""
     ck = ["--checkpoint", str(run_dir)]
     limit = ["--limit", str(spec["limit"])] if spec.get("limit") else []
     tasks = _task_names(run_dir, spec.get("tasks") or [])
@@ -205,6 +213,7 @@ def run_evals(run_dir: Path, spec: dict[str, Any]) -> dict[str, str]:
                                      *(["--limit", str(rlimit)] if rlimit else [])]))
     outcome: dict[str, str] = {}
     for name, argv in steps:
+        cpu0 = time.process_time()
         try:
             import argparse
 
@@ -218,6 +227,8 @@ def run_evals(run_dir: Path, spec: dict[str, Any]) -> dict[str, str]:
             outcome[name] = f"unavailable: {_one_line(e)}"
         except Exception as e:  # noqa: BLE001 - one broken eval must not lose the others
             outcome[name] = f"error: {_one_line(e)}"
+        if cpu_s is not None:
+            cpu_s[name] = round(time.process_time() - cpu0, 2)
     return outcome
 
 

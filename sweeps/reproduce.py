@@ -18,7 +18,10 @@ from pathlib import Path
 
 from hnetbench.cli import CLIError
 from hnetbench.config import to_dict
+from hnetbench.sweeps import cost
 from hnetbench.sweeps.spec import SweepSpec
+from hnetbench.sweeps.state import now
+from hnetbench.sweeps.zygote import close_shared_zygote
 
 SPECS = Path(__file__).resolve().parent / "specs"
 # preset -> (spec file, runs here?) ; paper-scale presets need GPUs and the paper's data
@@ -166,7 +169,7 @@ def main(args: argparse.Namespace) -> int:
         check_disk(Path(args.results), NEEDS_DISK.get(args.preset if not args.spec else "", 0))
     if executor == "local" and args.max_parallel > 1:
         os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread per job: no oversubscription
-    t0 = time.perf_counter()
+    t0, since, cpu0 = time.perf_counter(), now(), cost.process_tree_cpu_s()
     rc = runner.run_sweep(spec, executor=executor, max_parallel=args.max_parallel,
                           results=args.results,
                           log=ProgressLog(t0, Path(args.results), args.max_parallel))
@@ -184,6 +187,10 @@ def main(args: argparse.Namespace) -> int:
     report = build_report(sweep_dir)
     print(f"report: {report.report_md}  "
           f"({(time.perf_counter() - t0) / 60:.1f} min)")
+    if executor != "slurm":  # jobs are children: close the zygote so its CPU is counted too
+        close_shared_zygote()
+    print(cost.one_line(cost.record(sweep_dir, since, t0, cpu0 if executor != "slurm" else None))
+          + f"  ({sweep_dir / 'cost.json'})")
     return rc
 
 

@@ -194,3 +194,12 @@ def shared_zygote() -> Zygote:
         _SHARED = Zygote()
         atexit.register(_SHARED.close)
     return _SHARED
+
+
+def close_shared_zygote() -> None:
+    """Close the runner's zygote now (reproduce: so that its CPU, and its jobs', is counted in
+    the runner's children before it adds them up); the next local sweep starts a new one."""
+    global _SHARED
+    if _SHARED is not None:
+        _SHARED.close()
+        _SHARED = None

@@ -172,9 +172,11 @@ class ForkServer:
 
 
 # wall-clock and per-process measurements, not results (the first metrics line of each process
-# records the peak, load and threads it ran with: a killed run has more processes)
+# records the peak, load and threads it ran with: a killed run has more processes; the summary's
+# CPU seconds and bytes are the last training leg's)
 TIMING_KEYS = {"bytes_per_s", "mfu", "mfu_refused", "wall_s", "cpu_s", "loadavg_start",
-               "peak_flops", "peak_source", "threads", "compile_s", "compile_shapes"}
+               "peak_flops", "peak_source", "threads", "compile_s", "compile_shapes",
+               "leg_bytes"}
 TIMING_COLUMNS = ("wall (s)", "CPU (s)", "load at start")
 
 

@@ -58,10 +58,30 @@ def test_reproduce_runs_branches_robustness_and_report(tmp_path: Path, capsys):
     out = capsys.readouterr().out
     assert "tiny-repro/branches: 2 runs, 2 to run" in out
     assert "tiny-repro/robustness: 0 runs to evaluate" in out  # the jobs did it
+    # what it cost: each job's training leg and evals, adding up to cost.json
+    [cost] = json.loads((sweep / "cost.json").read_text())["invocations"]
+    assert f"cost: {cost['cpu_s']:,.0f} CPU-s" in out
+    legs = {r.name: json.loads((r.path / "status.json").read_text()) for r in runs}
+    for r in runs:
+        st = legs[r.name]
+        # a branch trains only its steps after the checkpoint it starts from (1 of its 4)
+        assert st["leg_bytes"] == (r.summary["bytes_seen"] if r not in branches
+                                   else pytest.approx(r.summary["bytes_seen"] / 4, rel=0.3))
+        assert 0 < st["train_cpu_s"] < st["job_cpu_s"]
+        assert set(st["eval_cpu_s"]) == ({"bpb/test"} if r in branches
+                                         else {"bpb/test", "robustness"})
+    assert cost["jobs"] == 4 and cost["scope"] == "process tree"
+    assert cost["bytes_trained"] == sum(st["leg_bytes"] for st in legs.values())
+    assert cost["training_cpu_s"] == pytest.approx(
+        sum(st["train_cpu_s"] for st in legs.values()), abs=0.1)
+    assert cost["outside_jobs_cpu_s"] > 0  # the runner, the zygote, the report
+    assert cost["cpu_s"] > cost["training_cpu_s"] + sum(cost["eval_cpu_s"].values())
     # a rerun: every run, branch and eval is already there
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "2 runs, 0 to run" in out and "tiny-repro/robustness: 0 runs to evaluate" in out
+    first, again = json.loads((sweep / "cost.json").read_text())["invocations"]
+    assert first == cost and again["jobs"] == 0 and again["bytes_trained"] == 0
     # a run whose robustness eval is missing (a failed eval, an older run) is caught up
     lost = next(r for r in runs if r not in branches)
     ev = json.loads((lost.path / "eval.json").read_text())

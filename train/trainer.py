@@ -381,6 +381,7 @@ class Trainer:
         self._build()
         if resume is not None:
             self._load(resume)
+        self.leg_bytes_start = self.bytes_seen  # what this leg trains: bytes_seen minus this
         # only now, with the resume checked (weights and optimizer loaded), touch the run dir
         if self.env.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -493,6 +494,7 @@ class Trainer:
             **({"stop_signal": StopRequest.signal} if status == "stopped" else {}),
 
             "cpu_s": round(time.process_time() - self.cpu_start, 3),  # this process, this leg
+            "leg_bytes": self.bytes_seen - getattr(self, "leg_bytes_start", self.bytes_seen),
             "loadavg_start": self.load_start,
             **(self.compile_stats.as_metrics() if hasattr(self, "compile_stats") else {}),
             **extra,
