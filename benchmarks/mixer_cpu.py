@@ -1,11 +1,15 @@
-"""The Mamba-2 mixer's C passes against its torch passes, one process, alternating.
+"""The mixers' C passes against their torch passes, one process, alternating.
 
     python benchmarks/mixer_cpu.py [--repeats 15] [--json out.json]
 
 conv: the document-isolated causal conv and its SiLU (`kernels/conv_cpu.c` against
 `models.doc_conv._DocConv` then F.silu); norm: the gated RMSNorm (`kernels/norm_cpu.c` against
 `models.norm._GatedRMSNorm`). Shapes are the byte-level mixers' of the cpu-tiny and cpu-small
-presets at batch 8 x 512 bytes (conv over x and over B|C, norm over d_inner). Median CPU
+presets at batch 8 x 512 bytes (conv over x and over B|C, norm over d_inner). attention: a
+whole attention layer (projection, q, k, v with RoPE, SDPA, output projection) with the C
+q, k, v + RoPE pass (`kernels/rope_cpu.c`) against the torch permute + `rope`, at the shapes
+of `reproduce`'s cpu-tiny models (batch 8: the BPE Transformer's 228 tokens, the 1-stage
+H-Net's main network at ~110 chunks, 512 bytes at width 64). Median CPU
 milliseconds of forward and of forward + backward (1 thread: time slices lost to other
 processes do not count); calls alternate so load hits both alike. Not a test.
 """
@@ -55,6 +59,34 @@ def _norm_cases(D: int):  # noqa: ANN202
     }, (x, z, w), g
 
 
+# (label, length, width, heads, rotary dim) of attention layers in `reproduce`'s cpu-tiny runs
+ATTENTION = [("BPE, 228 tokens", 228, 96, 4, 12), ("H-Net main, 110 chunks", 110, 96, 4, 12),
+             ("512 bytes, width 64", 512, 64, 4, 8)]
+
+
+def _attention_cases(L: int, d: int, heads: int, rotary: int):  # noqa: ANN202
+    from hnetbench.models.attention import Attention, rope
+    from hnetbench.models.seqinfo import Seq
+
+    attn = Attention(d, heads, rotary)
+    x = torch.randn(8, L, d, requires_grad=True)
+    seq = Seq.from_doc_start(torch.rand(8, L) < 0.01)
+
+    def torch_qkv(x: torch.Tensor, pos: torch.Tensor):  # noqa: ANN202 - the torch version
+        q, k, v = attn.wqkv(x).unflatten(-1, (3, heads, d // heads)).permute(2, 0, 3, 1, 4)
+        return rope(q, pos, rotary), rope(k, pos, rotary), v
+
+    def torch_layer() -> torch.Tensor:
+        attn._qkv = torch_qkv  # this instance only, for this call
+        try:
+            return attn(x, seq)
+        finally:
+            del attn._qkv
+
+    return {"torch": torch_layer, "c": lambda: attn(x, seq)}, \
+        (x, attn.wqkv.weight, attn.out_proj.weight), torch.randn(8, L, d)
+
+
 def _time(cases: dict, inputs: tuple, g: torch.Tensor, repeats: int) -> dict:
     cpu = {f"{k}_{m}": [] for k in cases for m in ("fwd", "fwd_bwd")}
     for r in range(repeats + 1):
@@ -72,14 +104,15 @@ def _time(cases: dict, inputs: tuple, g: torch.Tensor, repeats: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hnetbench.kernels import conv_cpu, norm_cpu
+    from hnetbench.kernels import conv_cpu, norm_cpu, rope_cpu
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    if not (conv_cpu.available() and norm_cpu.available()):
-        print(f"the C passes are off: {conv_cpu.LIBRARY.why_not or norm_cpu.LIBRARY.why_not}")
+    libs = (conv_cpu, norm_cpu, rope_cpu)
+    if not all(m.available() for m in libs):
+        print(f"the C passes are off: {next(m.LIBRARY.why_not for m in libs if m.LIBRARY.why_not)}")
         return 1
     rows = []
     for scale, d_inner, bc in SHAPES:
@@ -90,6 +123,13 @@ def main(argv: list[str] | None = None) -> int:
                          "speedup_fwd": ms["torch_fwd"] / ms["c_fwd"],
                          "speedup_fwd_bwd": ms["torch_fwd_bwd"] / ms["c_fwd_bwd"]})
             print(rows[-1], flush=True)
+    for label, L, d, heads, rotary in ATTENTION:
+        ms = _time(*_attention_cases(L, d, heads, rotary), args.repeats)
+        rows.append({"scale": "cpu-tiny", "pass": f"attention layer ({label})",
+                     **{k: round(v, 3) for k, v in ms.items()},
+                     "speedup_fwd": ms["torch_fwd"] / ms["c_fwd"],
+                     "speedup_fwd_bwd": ms["torch_fwd_bwd"] / ms["c_fwd_bwd"]})
+        print(rows[-1], flush=True)
     print_table(rows, ["scale", "pass", "torch_fwd", "c_fwd", "speedup_fwd", "torch_fwd_bwd",
                        "c_fwd_bwd", "speedup_fwd_bwd"])
     write_json(args.json, {"machine": machine(), "unit": "median CPU ms", "rows": rows})
