@@ -53,6 +53,8 @@ def summarize(jobs: list[dict[str, Any]], total_cpu_s: float | None, wall_s: flo
         for name, s in (j.get("eval_cpu_s") or {}).items():
             evals[name] = evals.get(name, 0.0) + _num(s)
     trained = int(sum(_num(j.get("leg_bytes")) for j in jobs))
+    if total_cpu_s is not None and total_cpu_s < jobs_cpu:
+        total_cpu_s = None  # some jobs were not children it waited for (an executor's daemon)
     total = total_cpu_s if total_cpu_s is not None else jobs_cpu
     return {
         "cpu_s": round(total, 1),

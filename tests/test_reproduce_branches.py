@@ -90,3 +90,20 @@ def test_reproduce_runs_branches_robustness_and_report(tmp_path: Path, capsys):
     assert cli.main(argv) == 0
     assert "tiny-repro/robustness: 1 runs to evaluate" in capsys.readouterr().out
     assert "robustness" in json.loads((lost.path / "eval.json").read_text())
+
+
+def test_cost_falls_back_to_the_jobs_records_when_they_exceed_the_process_tree():
+    """Jobs an executor ran outside this process's waited-for children (submitit's daemons,
+    Slurm) are not in getrusage: the total is then the jobs' own records, never less."""
+    from hnetbench.sweeps.cost import summarize
+
+    jobs = [{"job_cpu_s": 10.0, "train_cpu_s": 8.0, "leg_bytes": 4000,
+             "eval_cpu_s": {"bpb/test": 1.5}},
+            {"job_cpu_s": 5.0, "train_cpu_s": 4.0, "leg_bytes": 1000, "eval_cpu_s": {}}]
+    tree = summarize(jobs, 20.0, 1.0)
+    assert tree["scope"] == "process tree" and tree["cpu_s"] == 20.0
+    assert tree["outside_jobs_cpu_s"] == 5.0 and tree["jobs_other_cpu_s"] == 1.5
+    assert tree["us_per_trained_byte"] == 20.0 / 5000 * 1e6
+    low = summarize(jobs, 3.0, 1.0)
+    assert low["scope"] == "jobs' own records" and low["cpu_s"] == 15.0
+    assert low["outside_jobs_cpu_s"] is None
