@@ -92,8 +92,6 @@ def doc_conv_cpu(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, doc: torc
     """`models.doc_conv.doc_conv` (then silu, if asked) in one pass: x (b, L, C), w (C, K) with
     w[:, K-1] on the current input, bias (C,), doc (b, L) nondecreasing document ids; float32
     or float64 CPU tensors. Call `available()` first."""
-    if LIBRARY.lib is None:
-        raise RuntimeError(f"doc_conv_cpu: the C conv is not loaded "
-                           f"({LIBRARY.why_not or 'not built'})")
+    LIBRARY.require("doc_conv_cpu")
     dtype = x.dtype
     return _fwd(x, w.to(dtype).t(), bias.to(dtype), doc.to(torch.long), silu)

@@ -126,6 +126,13 @@ class CLibrary:
     def available(self) -> bool:
         return self.load() is not None
 
+    def require(self, caller: str) -> None:
+        """A one-line RuntimeError naming `caller` unless the library is loaded (callers check
+        `available()` first; this is for those who did not)."""
+        if self.lib is None:
+            raise RuntimeError(f"{caller}: {self.what} in C is not loaded "
+                               f"({self.why_not or 'not built'})")
+
     def fn(self, name: str, dtype: torch.dtype):  # noqa: ANN201 - a ctypes function
         """The C function `name` for this precision (name_f32 or name_f64)."""
         return getattr(self.lib, f"{name}_{'f64' if dtype == torch.float64 else 'f32'}")

@@ -98,7 +98,5 @@ def gated_rms_norm_cpu(x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, g
                        eps: float) -> torch.Tensor:
     """`models.norm.gated_rms_norm_reference` in one C pass: x, z (..., D), weight (D,), D a
     multiple of `group_size`; float32 or float64 CPU tensors. Call `available()` first."""
-    if LIBRARY.lib is None:
-        raise RuntimeError(f"gated_rms_norm_cpu: the C norm is not loaded "
-                           f"({LIBRARY.why_not or 'not built'})")
+    LIBRARY.require("gated_rms_norm_cpu")
     return _fwd(x, z.to(x.dtype), weight.to(x.dtype), group_size, eps)[0]

@@ -76,12 +76,12 @@ def _(dq, dk, dv, cos, sin, rotary_dim):  # noqa: ANN001, ANN202
 def _setup(ctx, inputs, output) -> None:  # noqa: ANN001
     _, cos, sin, rotary_dim = inputs
     ctx.save_for_backward(cos, sin)
-    ctx.rotary_dim, ctx.shape = rotary_dim, output[0].shape
+    ctx.rotary_dim = rotary_dim
 
 
 def _backward(ctx, dq, dk, dv):  # noqa: ANN001, ANN202
+    # an output the loss does not use gets a zero gradient here (custom ops materialize them)
     cos, sin = ctx.saved_tensors
-    dq, dk, dv = (g if g is not None else cos.new_zeros(ctx.shape) for g in (dq, dk, dv))
     return _bwd(dq, dk, dv, cos, sin, ctx.rotary_dim), None, None, None
 
 
@@ -93,7 +93,5 @@ def qkv_rope_cpu(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
     """q, k, v (B, H, L, hd), contiguous, from qkv (B, L, 3, H, hd), RoPE on q's and k's
     first `rotary_dim` dims with cos, sin (B, L, rotary_dim // 2) in qkv's dtype; float32 or
     float64 CPU tensors. Call `available()` first."""
-    if LIBRARY.lib is None:
-        raise RuntimeError(f"qkv_rope_cpu: the C RoPE is not loaded "
-                           f"({LIBRARY.why_not or 'not built'})")
+    LIBRARY.require("qkv_rope_cpu")
     return _fwd(qkv, cos, sin, rotary_dim)

@@ -144,8 +144,7 @@ def ssd_scan_cpu(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Te
     D (H,) an optional skip (y += D_h x, in the same pass); float32 or float64 CPU tensors.
     Returns (y (b,L,H,P), final state (b,H,P,N)), equal to `ssd_naive` (+ D x) up to
     rounding. Call `available()` first."""
-    if LIBRARY.lib is None:
-        raise RuntimeError(f"ssd_scan_cpu: the C scan is not loaded ({why_not() or 'not built'})")
+    LIBRARY.require("ssd_scan_cpu")
     b, L = x.shape[:2]
     if doc is None:
         doc = torch.zeros(b, L, dtype=torch.long, device=x.device)
