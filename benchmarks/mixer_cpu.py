@@ -65,19 +65,15 @@ ATTENTION = [("BPE, 228 tokens", 228, 96, 4, 12), ("H-Net main, 110 chunks", 110
 
 
 def _attention_cases(L: int, d: int, heads: int, rotary: int):  # noqa: ANN202
-    from hnetbench.models.attention import Attention, rope
+    from hnetbench.models.attention import Attention
     from hnetbench.models.seqinfo import Seq
 
     attn = Attention(d, heads, rotary)
     x = torch.randn(8, L, d, requires_grad=True)
     seq = Seq.from_doc_start(torch.rand(8, L) < 0.01)
 
-    def torch_qkv(x: torch.Tensor, pos: torch.Tensor):  # noqa: ANN202 - the torch version
-        q, k, v = attn.wqkv(x).unflatten(-1, (3, heads, d // heads)).permute(2, 0, 3, 1, 4)
-        return rope(q, pos, rotary), rope(k, pos, rotary), v
-
     def torch_layer() -> torch.Tensor:
-        attn._qkv = torch_qkv  # this instance only, for this call
+        attn._qkv = attn._qkv_torch  # this instance only, for this call
         try:
             return attn(x, seq)
         finally:

@@ -71,14 +71,6 @@ def _mixer_forward_before(self, u, seq, collect=None):  # noqa: ANN001, ANN202
     return self.out_proj(y)
 
 
-def _qkv_before(self, x, pos):  # noqa: ANN001, ANN202
-    """Attention._qkv as issue 21 found it: permute the projection, RoPE in torch on q, k."""
-    from hnetbench.models.attention import rope
-
-    q, k, v = self.wqkv(x).unflatten(-1, (3, self.n_heads, self.head_dim)).permute(2, 0, 3, 1, 4)
-    return rope(q, pos, self.rotary_dim), rope(k, pos, self.rotary_dim), v
-
-
 _AFTER: dict = {}
 
 
@@ -100,7 +92,8 @@ def use_scan(which: str) -> None:
     mamba2.doc_conv = doc_conv.doc_conv_reference if before else doc_conv.doc_conv
     mamba2.Mamba2.forward = _mixer_forward_before if before else _AFTER["forward"]
     norm.GatedRMSNorm.forward = norm_before if before else _AFTER["norm"]
-    attention.Attention._qkv = _qkv_before if before else _AFTER["qkv"]
+    # Attention._qkv as issue 21 found it: permute the projection, torch RoPE on q and k
+    attention.Attention._qkv = attention.Attention._qkv_torch if before else _AFTER["qkv"]
 
 
 def _step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,

@@ -61,11 +61,19 @@ class Attention(nn.Module):
         self.out_proj._residual_out = True
 
     def _qkv(self, x: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """q, k, v (B, H, L, hd), RoPE on q and k."""
+        """q, k, v (B, H, L, hd), RoPE on q and k: one C pass on CPU, else `_qkv_torch`."""
         qkv = self.wqkv(x).unflatten(-1, (3, self.n_heads, self.head_dim))
         if self.rotary_dim and cpu_build.handles(qkv) and rope_cpu.available():
             cos, sin = rope_angles(pos, self.rotary_dim, qkv.dtype)
             return rope_cpu.qkv_rope_cpu(qkv, cos, sin, self.rotary_dim)
+        return self._qkv_torch(x, pos, qkv)
+
+    def _qkv_torch(self, x: torch.Tensor, pos: torch.Tensor,
+                   qkv: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """The torch version of `_qkv` (permute, then `rope` on q and k); `qkv` = the projection
+        of x when the caller has it already."""
+        if qkv is None:
+            qkv = self.wqkv(x).unflatten(-1, (3, self.n_heads, self.head_dim))
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
         return rope(q, pos, self.rotary_dim), rope(k, pos, self.rotary_dim), v
 

@@ -18,12 +18,6 @@ needs_c = pytest.mark.skipif(not rope_cpu.available(),
                              reason=f"C RoPE not built: {rope_cpu.LIBRARY.why_not}")
 
 
-def _torch_qkv(attn: Attention, x: torch.Tensor, pos: torch.Tensor):
-    """The torch version, as attention ran it before the C pass."""
-    q, k, v = attn.wqkv(x).unflatten(-1, (3, attn.n_heads, attn.head_dim)).permute(2, 0, 3, 1, 4)
-    return rope(q, pos, attn.rotary_dim), rope(k, pos, attn.rotary_dim), v
-
-
 def _case(B, L, d, heads, rotary, dtype, seed):
     torch.manual_seed(seed)
     attn = Attention(d, heads, rotary).to(dtype)
@@ -41,7 +35,7 @@ CASES = [(2, 37, 96, 4, 12), (3, 16, 64, 4, 8), (2, 5, 64, 2, 32), (1, 1, 32, 2,
 @pytest.mark.parametrize("B,L,d,heads,rotary", CASES)
 def test_c_rope_same_bits_as_torch(B, L, d, heads, rotary, dtype):
     attn, x, pos = _case(B, L, d, heads, rotary, dtype, seed=B * L + rotary)
-    want = _torch_qkv(attn, x, pos)
+    want = attn._qkv_torch(x, pos)  # the torch version, as attention ran before the C pass
     got = attn._qkv(x, pos)
     for name, g, w in zip("qkv", got, want):
         assert g.is_contiguous() and torch.equal(g, w), name
@@ -74,7 +68,6 @@ def test_rope_is_the_rotation_written_out():
 def test_training_gives_the_same_bits_with_c_rope_or_torch():
     """Five AdamW steps of a 2-layer byte Transformer: identical losses and weights."""
     from hnetbench.config import resolve
-    from hnetbench.models import attention as A
     from hnetbench.models import build_model
 
     cfg = resolve(base={"preset": "transformer-bpe@cpu-tiny",
@@ -82,11 +75,11 @@ def test_training_gives_the_same_bits_with_c_rope_or_torch():
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, 64, (2, 65), generator=g)
     runs = []
-    for qkv in (_torch_qkv, A.Attention._qkv):
+    for qkv in (Attention._qkv_torch, Attention._qkv):
         torch.manual_seed(0)
         model = build_model(cfg.model)
         for m in model.modules():
-            if isinstance(m, A.Attention):
+            if isinstance(m, Attention):
                 m._qkv = qkv.__get__(m)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
         losses = []
@@ -102,17 +95,13 @@ def test_training_gives_the_same_bits_with_c_rope_or_torch():
 
 
 @needs_c
-def test_c_rope_threads_change_no_bit():
+def test_c_rope_threads_change_no_bit(torch_threads):
     attn, x, pos = _case(3, 70, 64, 4, 8, torch.float32, seed=1)
-    threads = torch.get_num_threads()
     res = []
-    try:
-        for n in (1, 2, 3):
-            torch.set_num_threads(n)
-            out = attn._qkv(x, pos)
-            res.append([*out, *torch.autograd.grad(out, x, [torch.ones_like(o) for o in out])])
-    finally:
-        torch.set_num_threads(threads)
+    for n in (1, 2, 3):
+        torch_threads(n)
+        out = attn._qkv(x, pos)
+        res.append([*out, *torch.autograd.grad(out, x, [torch.ones_like(o) for o in out])])
     assert all(torch.equal(a, b) for r in res[1:] for a, b in zip(r, res[0]))
 
 
