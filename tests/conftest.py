@@ -28,6 +28,15 @@ def uniform_lm() -> type[UniformLM]:
     return UniformLM
 
 
+@pytest.fixture
+def torch_threads():  # noqa: ANN201 - yields torch.set_num_threads
+    """`torch.set_num_threads` for a test that compares thread counts; the count it found is
+    restored afterwards, whatever the test did."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # An empty collection is a broken checkout or a wrong path, never a pass: pytest already exits
     # 5; say so in one line that CI logs show at the end.

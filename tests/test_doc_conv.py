@@ -102,17 +102,13 @@ def test_doc_conv_isolates_documents(silu):
 
 
 @needs_c
-def test_c_conv_threads_change_no_bit():
+def test_c_conv_threads_change_no_bit(torch_threads):
     x, w, bias, doc = _case(5, 64, 16, 4, 0.1, seed=5, dtype=torch.float32)
-    threads = torch.get_num_threads()
     res = []
-    try:
-        for n in (1, 3):
-            torch.set_num_threads(n)
-            out = conv_cpu.doc_conv_cpu(x, w, bias, doc, True)
-            res.append((out, *torch.autograd.grad(out.square().sum(), (x, w, bias))))
-    finally:
-        torch.set_num_threads(threads)
+    for n in (1, 3):
+        torch_threads(n)
+        out = conv_cpu.doc_conv_cpu(x, w, bias, doc, True)
+        res.append((out, *torch.autograd.grad(out.square().sum(), (x, w, bias))))
     for a, b in zip(*res):
         assert torch.equal(a, b)
 

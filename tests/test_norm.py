@@ -73,17 +73,13 @@ def test_gated_norm_module_float32_as_close_as_torch():
 
 
 @needs_c
-def test_c_norm_threads_change_no_bit():
+def test_c_norm_threads_change_no_bit(torch_threads):
     x, z, w = _case((3, 100, 32), seed=5, dtype=torch.float32)
-    threads = torch.get_num_threads()
     res = []
-    try:
-        for n in (1, 3):
-            torch.set_num_threads(n)
-            out = norm_cpu.gated_rms_norm_cpu(x, z, w, 16, 1e-5)
-            res.append((out, *torch.autograd.grad(out.square().sum(), (x, z, w))))
-    finally:
-        torch.set_num_threads(threads)
+    for n in (1, 3):
+        torch_threads(n)
+        out = norm_cpu.gated_rms_norm_cpu(x, z, w, 16, 1e-5)
+        res.append((out, *torch.autograd.grad(out.square().sum(), (x, z, w))))
     for a, b in zip(*res):
         assert torch.equal(a, b)
 

@@ -81,24 +81,20 @@ def test_c_scan_gradient_of_y_alone():
         torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
 
 
-def test_c_scan_same_bits_for_any_threads_and_layout():
+def test_c_scan_same_bits_for_any_threads_and_layout(torch_threads):
     """Each (row, head) is computed alone in a fixed order: splitting them over threads, or
     passing B and C as contiguous tensors instead of views, changes no bit."""
     (x, dt, A, bc), start = _inputs(3, 150, 4, 16, 16, 1, torch.float32)
     doc = start.long().cumsum(1)
     B, C = bc.unflatten(-1, (2, 1, 16)).unbind(2)
-    threads = torch.get_num_threads()
     outs = []
-    try:
-        for n, (b_, c_) in [(1, (B, C)), (3, (B, C)), (2, (B.contiguous(), C.contiguous()))]:
-            torch.set_num_threads(n)
-            xs = x.clone().requires_grad_(True)
-            bs, cs = b_.clone().requires_grad_(True), c_.clone().requires_grad_(True)
-            y, s = ssd.ssd_scan(xs, dt, A, bs, cs, 64, doc)
-            grads = torch.autograd.grad(y.square().sum(), (xs, bs, cs))
-            outs.append((y, s, *grads))
-    finally:
-        torch.set_num_threads(threads)
+    for n, (b_, c_) in [(1, (B, C)), (3, (B, C)), (2, (B.contiguous(), C.contiguous()))]:
+        torch_threads(n)
+        xs = x.clone().requires_grad_(True)
+        bs, cs = b_.clone().requires_grad_(True), c_.clone().requires_grad_(True)
+        y, s = ssd.ssd_scan(xs, dt, A, bs, cs, 64, doc)
+        grads = torch.autograd.grad(y.square().sum(), (xs, bs, cs))
+        outs.append((y, s, *grads))
     for other in outs[1:]:
         for a, b in zip(outs[0], other):
             assert torch.equal(a, b)
