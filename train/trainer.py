@@ -172,6 +172,7 @@ class Trainer:
             raise ConfigError(f"data.batch_size: expected a multiple of the world size "
                               f"{env.world_size}, got {self.dc.batch_size}")
         self.step, self.bytes_seen, self.flops_seen, self.wall_prev = 0, 0, 0.0, 0.0
+        self.leg_bytes_start = 0  # bytes_seen where this leg began (run() sets it after resuming)
         self.load_start, self.cpu_start = load_average(), time.process_time()
         self.peak_refreshed, self.perf_logged, self.mfu_refused = False, False, None
         self.last_ckpt: str | None = None
@@ -381,7 +382,7 @@ class Trainer:
         self._build()
         if resume is not None:
             self._load(resume)
-        self.leg_bytes_start = self.bytes_seen  # what this leg trains: bytes_seen minus this
+        self.leg_bytes_start = self.bytes_seen
         # only now, with the resume checked (weights and optimizer loaded), touch the run dir
         if self.env.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -494,7 +495,7 @@ class Trainer:
             **({"stop_signal": StopRequest.signal} if status == "stopped" else {}),
 
             "cpu_s": round(time.process_time() - self.cpu_start, 3),  # this process, this leg
-            "leg_bytes": self.bytes_seen - getattr(self, "leg_bytes_start", self.bytes_seen),
+            "leg_bytes": self.bytes_seen - self.leg_bytes_start,
             "loadavg_start": self.load_start,
             **(self.compile_stats.as_metrics() if hasattr(self, "compile_stats") else {}),
             **extra,
