@@ -1,10 +1,12 @@
 """Causal multi-head attention with partial RoPE, sliding window and document masking.
 
 The mask is causal AND same-document AND within-window (`window` = positions attended,
-including the current one; -1 = global). CPU and the reference path use torch SDPA with a
-boolean mask; on CUDA flash-attn's varlen kernel is used when it imports. On CPU (float32 and
-float64) q, k, v come out of the fused projection with their RoPE in one C pass
-(`kernels/rope_cpu.c`, the same bits as `rope` after a permute).
+including the current one; -1 = global), so each query attends one contiguous range of keys.
+On CPU (float32 and float64) q, k, v come out of the fused projection with their RoPE in one C
+pass (`kernels/rope_cpu.c`, the same bits as `rope` after a permute), and attention itself is
+a C pass over those ranges (`kernels/attn_cpu.c`); the reference path (and any other device or
+dtype) is torch SDPA with the boolean mask; on CUDA flash-attn's varlen kernel is used when it
+imports.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from hnetbench.kernels import cpu_build, rope_cpu
+from hnetbench.kernels import attn_cpu, cpu_build, rope_cpu
 from hnetbench.models.seqinfo import Seq, Step
 
 try:  # optional fast path, CUDA only
@@ -94,13 +96,19 @@ class Attention(nn.Module):
             and q.dtype in (torch.float16, torch.bfloat16)
         ):
             y = self._flash(q, k, v, seq)
+        elif cpu_build.handles(q) and attn_cpu.available():
+            y = attn_cpu.attention_cpu(q, k, v, attn_cpu.key_start(seq.doc, self.window))
         else:
-            idx = torch.arange(L, device=x.device)
-            mask = self._mask(idx, idx)[None] & (seq.doc[:, :, None] == seq.doc[:, None, :])
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None])
+            y = self._sdpa(q, k, v, seq)
         if collect is not None:
             collect.append(self._prefill_cache(k, v, seq))
-        return self.out_proj(y.transpose(1, 2).reshape(B, L, -1))
+        return self.out_proj(y.reshape(B, L, -1))
+
+    def _sdpa(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seq: Seq) -> torch.Tensor:
+        """torch SDPA with the full (B, L, L) mask; y (B, L, H, hd)."""
+        idx = torch.arange(q.shape[2], device=q.device)
+        mask = self._mask(idx, idx)[None] & (seq.doc[:, :, None] == seq.doc[:, None, :])
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None]).transpose(1, 2)
 
     def _flash(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seq: Seq) -> torch.Tensor:
         # every (row, document) pair is one varlen sequence
@@ -115,7 +123,7 @@ class Attention(nn.Module):
         y = flash_attn_varlen_func(
             pack(q), pack(k), pack(v), cu, cu, maxlen, maxlen, causal=True, window_size=win
         )
-        return y.view(B, L, H, hd).transpose(1, 2)
+        return y.view(B, L, H, hd)
 
     # ------------------------------------------------------------------ cached generation
 
