@@ -1,15 +1,17 @@
-/* The gated RMSNorm that closes a Mamba-2 mixer, one pass per position, forward and backward.
+/* The RMSNorms, one pass per position, forward and backward: the gated one that closes a
+   Mamba-2 mixer, and the plain one before every block's mixer and MLP.
 
-   Per position (a row of D channels) and group of GS channels (D / GS groups):
+   Gated, per position (a row of D channels) and group of GS channels (D / GS groups):
        g = x silu(z),   r = 1 / sqrt(mean(g^2) + eps),   h = g r,   y = h w
    Backward, with dh = dy w:
        dg = r (dh - h mean(dh h)),   dx = dg silu(z),   dz = dg x silu'(z),   dw = sum dy h
+   Plain: the same with g = x and one group (dx = dg).
 
-   The torch version (`models.norm._GatedRMSNorm`) makes ~6 passes over (positions, D) forward
-   and ~10 backward; here each position's row is read once from memory and worked on in L1.
-   The forward keeps r per (position, group) for the backward (one float per group).
-   Items are blocks of ROWS_PER_ITEM positions; each block writes its own dw partial (the
-   caller sums them in order), so results do not depend on threads.
+   The torch versions (`models.norm._GatedRMSNorm`, `F.rms_norm`) make ~6 passes over
+   (positions, D) forward and ~10 backward; here each position's row is read once from memory
+   and worked on in L1. The forward keeps r per (position, group) for the backward (one float
+   per group). Items are blocks of ROWS_PER_ITEM positions; each block writes its own dw
+   partial (the caller sums them in order), so results do not depend on threads.
 
    REAL and SUFFIX are set by cpu_precisions.h, which includes this file once per precision. */
 
@@ -94,6 +96,48 @@ void FN(gnorm_bwd_)(int64_t lo, int64_t hi, int64_t M, int64_t D, int64_t GS,
         }
     }
     free(s);
+}
+
+/* the plain RMSNorm: y = x r w, r = 1 / sqrt(mean(x^2) + eps) kept per position */
+void FN(rms_fwd_)(int64_t lo, int64_t hi, int64_t M, int64_t D, int64_t rows_per_item,
+                  REAL eps, const REAL *x, const REAL *w, REAL *y, REAL *rs) {
+    REAL *sq = malloc(sizeof(REAL) * D);
+    const int64_t end = hi * rows_per_item < M ? hi * rows_per_item : M;
+    for (int64_t m = lo * rows_per_item; m < end; m++) {
+        const REAL *restrict xm = x + m * D;
+        REAL *restrict ym = y + m * D;
+        for (int64_t c = 0; c < D; c++) sq[c] = xm[c] * xm[c];
+        const REAL r = 1 / sqrt(FN(sum8_)(sq, D) / D + eps);
+        rs[m] = r;
+        for (int64_t c = 0; c < D; c++) ym[c] = xm[c] * r * w[c];
+    }
+    free(sq);
+}
+
+/* dx, and per item its dw partial dw_items[item] (D) */
+void FN(rms_bwd_)(int64_t lo, int64_t hi, int64_t M, int64_t D, int64_t rows_per_item,
+                  const REAL *x, const REAL *w, const REAL *rs, const REAL *dy, REAL *dx,
+                  REAL *dw_items) {
+    REAL *h = malloc(sizeof(REAL) * 3 * D), *dh = h + D, *prod = dh + D;
+    for (int64_t it = lo; it < hi; it++) {
+        REAL *restrict dw = dw_items + it * D;
+        memset(dw, 0, sizeof(REAL) * D);
+        const int64_t m1 = (it + 1) * rows_per_item < M ? (it + 1) * rows_per_item : M;
+        for (int64_t m = it * rows_per_item; m < m1; m++) {
+            const REAL *restrict xm = x + m * D, *restrict dym = dy + m * D;
+            REAL *restrict dxm = dx + m * D;
+            const REAL r = rs[m];
+            for (int64_t c = 0; c < D; c++) {
+                h[c] = xm[c] * r;
+                dh[c] = dym[c] * w[c];
+                dw[c] += dym[c] * h[c];
+                prod[c] = dh[c] * h[c];
+            }
+            const REAL mean = FN(sum8_)(prod, D) / D;  /* mean(dh h) */
+            for (int64_t c = 0; c < D; c++) dxm[c] = r * (dh[c] - h[c] * mean);
+        }
+    }
+    free(h);
 }
 
 #endif

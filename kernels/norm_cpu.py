@@ -1,11 +1,14 @@
-"""The gated RMSNorm of the Mamba-2 mixer as one C pass per position on CPU (`norm_cpu.c`).
+"""The RMSNorms as one C pass per position on CPU (`norm_cpu.c`): the Mamba-2 mixer's gated
+one and the plain one before every block's mixer and MLP.
 
-y = RMSNorm(x silu(z)) w per group of channels. The torch version (`models.norm._GatedRMSNorm`)
-makes ~6 full-width passes forward and ~10 backward over (positions, d_inner) tensors; at the
-byte level they were ~8% of an H-Net training step. Registered as the torch op
-`hnetbench::gated_rms_norm_cpu` with its autograd; built and loaded by `kernels.cpu_build`
-(off with HNETBENCH_C_KERNELS=off, or without a compiler: the torch version runs). Tested
-against `models.norm.gated_rms_norm_reference` in float64 (`tests/test_norm.py`).
+Gated: y = RMSNorm(x silu(z)) w per group of channels. The torch version
+(`models.norm._GatedRMSNorm`) makes ~6 full-width passes forward and ~10 backward over
+(positions, d_inner) tensors; at the byte level they were ~8% of an H-Net training step. Plain:
+`F.rms_norm`, as many passes (a few % of a step). Registered as the torch ops
+`hnetbench::gated_rms_norm_cpu` and `hnetbench::rms_norm_cpu` with their autograd; built and
+loaded by `kernels.cpu_build` (off with HNETBENCH_C_KERNELS=off, or without a compiler: the
+torch versions run). Tested against `models.norm.gated_rms_norm_reference` and `F.rms_norm` in
+float64 (`tests/test_norm.py`).
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ def _declare(lib: ctypes.CDLL) -> None:
     for suffix, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
         getattr(lib, f"gnorm_fwd_{suffix}").argtypes = [i64] * 6 + [real] + [p] * 5
         getattr(lib, f"gnorm_bwd_{suffix}").argtypes = [i64] * 6 + [p] * 8
+        getattr(lib, f"rms_fwd_{suffix}").argtypes = [i64] * 5 + [real] + [p] * 4
+        getattr(lib, f"rms_bwd_{suffix}").argtypes = [i64] * 5 + [p] * 6
 
 
-LIBRARY = CLibrary(SOURCE, "the gated RMSNorm", _declare)
+LIBRARY = CLibrary(SOURCE, "the RMSNorms", _declare)
 
 
 def available() -> bool:
@@ -100,3 +105,57 @@ def gated_rms_norm_cpu(x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, g
     multiple of `group_size`; float32 or float64 CPU tensors. Call `available()` first."""
     LIBRARY.require("gated_rms_norm_cpu")
     return _fwd(x, z.to(x.dtype), weight.to(x.dtype), group_size, eps)[0]
+
+
+@torch.library.custom_op("hnetbench::rms_norm_cpu", mutates_args=())
+def _rms_fwd(x: torch.Tensor, weight: torch.Tensor,
+             eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    x, weight = x.contiguous(), weight.contiguous()  # held in locals while the C code runs
+    D = x.shape[-1]
+    M = x.numel() // D
+    y, rs = torch.empty_like(x), x.new_empty(*x.shape[:-1])
+    run_items(LIBRARY.fn("rms_fwd", x.dtype), _items(M), M, D, ROWS_PER_ITEM, eps, ptr(x),
+              ptr(weight), ptr(y), ptr(rs))
+    return y, rs
+
+
+@_rms_fwd.register_fake
+def _(x, weight, eps):  # noqa: ANN001, ANN202
+    return torch.empty_like(x, memory_format=torch.contiguous_format), x.new_empty(x.shape[:-1])
+
+
+@torch.library.custom_op("hnetbench::rms_norm_cpu_backward", mutates_args=())
+def _rms_bwd(x: torch.Tensor, weight: torch.Tensor, rs: torch.Tensor,
+             dy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x, weight, rs, dy = (t.contiguous() for t in (x, weight, rs, dy))
+    D = x.shape[-1]
+    M = x.numel() // D
+    dx, dw_items = torch.empty_like(x), x.new_empty(_items(M), D)
+    run_items(LIBRARY.fn("rms_bwd", x.dtype), _items(M), M, D, ROWS_PER_ITEM, ptr(x),
+              ptr(weight), ptr(rs), ptr(dy), ptr(dx), ptr(dw_items))
+    return dx, dw_items.sum(0)
+
+
+@_rms_bwd.register_fake
+def _(x, weight, rs, dy):  # noqa: ANN001, ANN202
+    return torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(weight)
+
+
+def _rms_setup(ctx, inputs, output) -> None:  # noqa: ANN001
+    ctx.save_for_backward(inputs[0], inputs[1], output[1])
+    ctx.mark_non_differentiable(output[1])  # 1/rms per position: an output only to be saved
+
+
+def _rms_backward(ctx, dy, _drs):  # noqa: ANN001, ANN202
+    dx, dw = _rms_bwd(*ctx.saved_tensors, dy)
+    return dx, dw, None
+
+
+_rms_fwd.register_autograd(_rms_backward, setup_context=_rms_setup)
+
+
+def rms_norm_cpu(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """`F.rms_norm(x, (D,), weight, eps)` in one C pass: x (..., D), weight (D,); float32 or
+    float64 CPU tensors. Call `available()` first."""
+    LIBRARY.require("rms_norm_cpu")
+    return _rms_fwd(x, weight.to(x.dtype), eps)[0]

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from hnetbench.config import ConfigError, ModelConfig
+from hnetbench.kernels import cpu_build, cross_entropy_cpu
 from hnetbench.models import chunking
 from hnetbench.models.blocks import LevelSpec
 from hnetbench.models.hnet import HNet, StageOptions
@@ -237,9 +238,13 @@ class CausalLM(nn.Module):
         if targets is not None:
             # fp32 at least: bf16 logits are upcast, a float64 model keeps float64
             wide = logits.to(torch.promote_types(logits.dtype, torch.float32))
-            nats = F.cross_entropy(
-                wide.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum"
-            )
+            if cpu_build.handles(wide) and cross_entropy_cpu.available():  # one C pass
+                nats = cross_entropy_cpu.cross_entropy_sum_cpu(wide.flatten(0, 1),
+                                                               targets.flatten())
+            else:
+                nats = F.cross_entropy(
+                    wide.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum"
+                )
             n = int((targets != -100).sum())
             out.nats_sum, out.n_targets = nats, n
             out.ar_loss = nats / max(n, 1)

@@ -1,10 +1,12 @@
-"""Gated (SwiGLU) MLP used after attention (T) and in main-network Mamba layers (M)."""
+"""Gated (SwiGLU) MLP used after attention (T) and in main-network Mamba layers (M). On CPU
+(float32 and float64) its activation is one C pass (`kernels/swiglu_cpu.c`)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from hnetbench.kernels import cpu_build, swiglu_cpu
 
 
 class SwiGLU(nn.Module):
@@ -15,5 +17,8 @@ class SwiGLU(nn.Module):
         self.fc2._residual_out = True  # scaled at init (see lm.py)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, value = self.fc1(x).chunk(2, dim=-1)
+        h = self.fc1(x)
+        if cpu_build.handles(h) and swiglu_cpu.available():
+            return self.fc2(swiglu_cpu.swiglu_cpu(h))
+        gate, value = h.chunk(2, dim=-1)
         return self.fc2(F.silu(gate) * value)

@@ -1,4 +1,4 @@
-"""RMSNorm, and the gated RMSNorm that closes a Mamba-2 mixer (on CPU, one C pass per
+"""RMSNorm, and the gated RMSNorm that closes a Mamba-2 mixer (on CPU, each one C pass per
 position when it is built: `kernels/norm_cpu.c`)."""
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if cpu_build.handles(x) and norm_cpu.available():
+            return norm_cpu.rms_norm_cpu(x, self.weight, self.eps)
         return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 
 

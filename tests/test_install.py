@@ -97,8 +97,10 @@ def test_installed_package_finds_its_data(tmp_path: Path) -> None:
         "print(sum(len(load_documents(d, 'test')) > 0 for d in list_domains()))\n"
         "print(len(list(TASKS_DIR.glob('*.yaml'))), len(list(TASKS_DIR.glob('*.jsonl'))))\n"
         "print(sorted(p.stem for p in SPECS.glob('*.yaml')))\n"
-        "from hnetbench.kernels import attn_cpu, conv_cpu, norm_cpu, rope_cpu, ssd_cpu\n"
-        "print([m.available() for m in (ssd_cpu, conv_cpu, norm_cpu, rope_cpu, attn_cpu)])\n"
+        "from hnetbench.kernels import (attn_cpu, conv_cpu, cross_entropy_cpu, norm_cpu,\n"
+        "    rope_cpu, ssd_cpu, swiglu_cpu)\n"
+        "print([m.available() for m in (ssd_cpu, conv_cpu, norm_cpu, rope_cpu, attn_cpu,\n"
+        "    swiglu_cpu, cross_entropy_cpu)])\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run([str(py), "-c", probe], cwd=tmp_path, env=env, capture_output=True,
@@ -112,7 +114,7 @@ def test_installed_package_finds_its_data(tmp_path: Path) -> None:
     assert n_yaml >= 7 and n_jsonl >= 7
     assert "cpu" in specs and "paper-L" in specs
     if cpu_build.compiler():  # the C sources (and their header) are installed and build
-        assert c_kernels == str([True] * 5), out.stderr[-2000:]
+        assert c_kernels == str([True] * 7), out.stderr[-2000:]
 
     cli = subprocess.run([str(py), "-m", "hnetbench.cli", "eval", "tasks"], cwd=tmp_path, env=env,
                          capture_output=True, text=True)

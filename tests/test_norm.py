@@ -2,12 +2,14 @@
 `_GatedRMSNorm`, and the C pass of `kernels/norm_cpu.c`) equal autograd through the reference
 in float64, per group and across the whole width; in float32 the module (C pass by default on
 CPU) is as close to the reference as torch's float32 passes; the C pass does not depend on
-threads and passes torch's op checks."""
+threads and passes torch's op checks. The plain RMSNorm's C pass: the same against
+`F.rms_norm`."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hnetbench.kernels import norm_cpu
-from hnetbench.models.norm import GatedRMSNorm, _GatedRMSNorm, gated_rms_norm_reference
+from hnetbench.models.norm import GatedRMSNorm, RMSNorm, _GatedRMSNorm, gated_rms_norm_reference
 
 needs_c = pytest.mark.skipif(not norm_cpu.available(),
                              reason=f"C norm not built: {norm_cpu.LIBRARY.why_not}")
@@ -107,3 +109,59 @@ def test_c_kernels_off_runs_the_torch_passes(monkeypatch):
     out = norm(x, z)
     assert calls == [1]
     torch.testing.assert_close(out, gated_rms_norm_reference(x, z, norm.weight, 6, norm.eps))
+
+
+# ----------------------------------------------------------------------------- plain RMSNorm
+
+
+@needs_c
+@pytest.mark.parametrize("shape", [(2, 7, 12), (5, 8), (3, 70, 96), (1, 1, 3)])
+def test_c_rms_norm_matches_torch_float64(shape):
+    x, _, w = _case(shape, seed=sum(shape))
+    ref = F.rms_norm(x, (shape[-1],), w, 1e-5)
+    out = norm_cpu.rms_norm_cpu(x, w, 1e-5)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    dy = torch.randn_like(ref)
+    for name, a, r in zip("xw", torch.autograd.grad(out, (x, w), dy),
+                          torch.autograd.grad(ref, (x, w), dy)):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10, msg=f"d{name}")
+    assert torch.autograd.gradcheck(lambda x, w: norm_cpu.rms_norm_cpu(x, w, 1e-5),
+                                    (x[..., :3, :].detach().requires_grad_(), w))
+
+
+@needs_c
+def test_c_rms_norm_float32_as_close_as_torch():
+    x, _, w = _case((4, 90, 64), seed=4)
+    ref = F.rms_norm(x, (64,), w, 1e-5)
+    dy = torch.randn_like(ref)
+    want = [t.detach() for t in (ref, *torch.autograd.grad(ref, (x, w), dy))]
+    errs = {}
+    for name, fn in (("torch", lambda a, b: F.rms_norm(a, (64,), b, 1e-5)),
+                     ("c", lambda a, b: norm_cpu.rms_norm_cpu(a, b, 1e-5))):
+        x32, w32 = (t.detach().float().requires_grad_() for t in (x, w))
+        out = fn(x32, w32)
+        got = (out, *torch.autograd.grad(out, (x32, w32), dy.float()))
+        errs[name] = [float((a.detach().double() - r).abs().max() / r.abs().max())
+                      for a, r in zip(got, want)]
+    for c, t in zip(errs["c"], errs["torch"]):
+        assert c <= 2 * t + 1e-7, errs
+
+
+@needs_c
+def test_c_rms_norm_threads_change_no_bit_and_opcheck(torch_threads):
+    x, _, w = _case((3, 150, 32), seed=6, dtype=torch.float32)
+    res = []
+    for n in (1, 3):
+        torch_threads(n)
+        out = norm_cpu.rms_norm_cpu(x, w, 1e-5)
+        res.append((out, *torch.autograd.grad(out.square().sum(), (x, w))))
+    assert all(torch.equal(a, b) for a, b in zip(*res))
+    torch.library.opcheck(torch.ops.hnetbench.rms_norm_cpu.default, (x, w, 1e-5))
+
+
+def test_rms_norm_module_uses_c_where_built():
+    """The module runs the C pass on CPU when it is built, else F.rms_norm; values agree."""
+    norm = RMSNorm(16).double()
+    x, _, _ = _case((2, 5, 16), seed=8)
+    torch.testing.assert_close(norm(x), F.rms_norm(x, (16,), norm.weight, norm.eps),
+                               rtol=1e-12, atol=1e-12)

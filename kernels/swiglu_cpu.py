@@ -1,0 +1,89 @@
+"""The SwiGLU MLP's activation, silu(gate) * value, as one C pass on CPU (`swiglu_cpu.c`).
+
+torch's version (chunk the first projection's output, silu, multiply; backward two products,
+silu's backward and a concatenation) made ~7 passes over (positions, hidden) tensors, ~10% of
+a BPE Transformer training step at cpu-tiny. Registered as the torch op
+`hnetbench::swiglu_cpu` with its autograd; built and loaded by `kernels.cpu_build` (off with
+HNETBENCH_C_KERNELS=off or HNETBENCH_SWIGLU=torch, or without a compiler: torch's runs). Held to
+the torch expression in float64 by `tests/test_swiglu_cpu.py`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import torch
+from hnetbench.kernels.cpu_build import CLibrary, ptr, run_items
+
+SOURCE = Path(__file__).with_name("swiglu_cpu.c")
+ROWS_PER_ITEM = 64  # positions per work item
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    i64, p = ctypes.c_int64, ctypes.c_void_p
+    for suffix in ("f32", "f64"):
+        getattr(lib, f"swiglu_fwd_{suffix}").argtypes = [i64] * 5 + [p] * 2
+        getattr(lib, f"swiglu_bwd_{suffix}").argtypes = [i64] * 5 + [p] * 3
+
+
+LIBRARY = CLibrary(SOURCE, "the SwiGLU activation", _declare,
+                   switch=("HNETBENCH_SWIGLU", "torch"))
+
+
+def available() -> bool:
+    """True when the C SwiGLU is built and loaded (compiles it on the first call)."""
+    return LIBRARY.available()
+
+
+def _items(M: int) -> int:
+    return (M + ROWS_PER_ITEM - 1) // ROWS_PER_ITEM
+
+
+@torch.library.custom_op("hnetbench::swiglu_cpu", mutates_args=())
+def _fwd(h: torch.Tensor) -> torch.Tensor:
+    h = h.contiguous()  # held in a local while the C code runs
+    D = h.shape[-1] // 2
+    M = h.numel() // (2 * D)
+    y = h.new_empty(*h.shape[:-1], D)
+    run_items(LIBRARY.fn("swiglu_fwd", h.dtype), _items(M), M, D, ROWS_PER_ITEM, ptr(h), ptr(y))
+    return y
+
+
+@_fwd.register_fake
+def _(h):  # noqa: ANN001, ANN202
+    return h.new_empty(*h.shape[:-1], h.shape[-1] // 2)
+
+
+@torch.library.custom_op("hnetbench::swiglu_cpu_backward", mutates_args=())
+def _bwd(h: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    h, dy = h.contiguous(), dy.contiguous()
+    D = h.shape[-1] // 2
+    M = h.numel() // (2 * D)
+    dh = torch.empty_like(h)
+    run_items(LIBRARY.fn("swiglu_bwd", h.dtype), _items(M), M, D, ROWS_PER_ITEM, ptr(h), ptr(dy),
+              ptr(dh))
+    return dh
+
+
+@_bwd.register_fake
+def _(h, dy):  # noqa: ANN001, ANN202
+    return torch.empty_like(h, memory_format=torch.contiguous_format)
+
+
+def _setup(ctx, inputs, output) -> None:  # noqa: ANN001
+    ctx.save_for_backward(inputs[0])
+
+
+def _backward(ctx, dy):  # noqa: ANN001, ANN202
+    return _bwd(ctx.saved_tensors[0], dy)
+
+
+_fwd.register_autograd(_backward, setup_context=_setup)
+
+
+def swiglu_cpu(h: torch.Tensor) -> torch.Tensor:
+    """silu(gate) * value for h = cat(gate, value) along the last dim; float32 or float64 CPU
+    tensors. Call `available()` first."""
+    LIBRARY.require("swiglu_cpu")
+    return _fwd(h)
