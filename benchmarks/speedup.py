@@ -8,8 +8,10 @@ For every preset the same model (same weights, same batch of real text) takes tr
 (forward, backward, AdamW) alternately with the code issue 21 started from ("before": the
 chunked SSD `mamba2.ssd_chunked`, the written-out conv `doc_conv_reference` then silu, the
 mixer's one split in_proj and conv, autograd's gated norm, attention's permute and torch RoPE,
-AdamW's loop over tensors) and the current defaults ("after": the C scan, conv, norm and
-RoPE, the fused AdamW the trainer uses); repetitions interleave so machine load hits both
+torch SDPA with the full mask, torch's SwiGLU activation, RMSNorm and cross-entropy, AdamW's
+loop over tensors) and the current defaults ("after": the C scan, conv, norms, RoPE, attention,
+SwiGLU and cross-entropy, the fused AdamW the trainer uses); repetitions interleave so machine
+load hits both
 alike (the order alternates per round). A third variant, "null", runs the "before" code again:
 `null_ratio` (before / null) shows what the alternation itself does to a ratio (~1).
 The model is first trained `--settle-steps` steps (default 40) at its preset's learning rate:
@@ -75,17 +77,24 @@ _AFTER: dict = {}
 
 
 def use_scan(which: str) -> None:
-    """Point the Mamba-2 mixer at the code issue 21 started from ("before": the chunked scan
+    """Point the models at the code issue 21 started from ("before": the chunked scan
     `mamba2.ssd_chunked`, the written-out conv `doc_conv_reference`, one split in_proj and conv,
-    autograd's gated norm, torch RoPE) or today's ("after")."""
+    autograd's gated norm, torch RoPE, SDPA, SwiGLU, RMSNorm and cross-entropy) or today's
+    ("after")."""
+    import torch.nn.functional as F
+    from hnetbench.kernels import attn_cpu, cross_entropy_cpu, swiglu_cpu
     from hnetbench.models import attention, doc_conv, mamba2, norm, ssd
 
     if not _AFTER:
         _AFTER.update(forward=mamba2.Mamba2.forward, norm=norm.GatedRMSNorm.forward,
-                      qkv=attention.Attention._qkv)
+                      qkv=attention.Attention._qkv, rms=norm.RMSNorm.forward,
+                      c_ops={m: m.available for m in (attn_cpu, swiglu_cpu, cross_entropy_cpu)})
 
     def norm_before(self, x, z):  # noqa: ANN001, ANN202
         return norm.gated_rms_norm_reference(x, z, self.weight, self.group_size, self.eps)
+
+    def rms_before(self, x):  # noqa: ANN001, ANN202
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 
     before = which == "before"
     mamba2.ssd_scan = mamba2.ssd_chunked if before else ssd.ssd_scan
@@ -94,6 +103,10 @@ def use_scan(which: str) -> None:
     norm.GatedRMSNorm.forward = norm_before if before else _AFTER["norm"]
     # Attention._qkv as issue 21 found it: permute the projection, torch RoPE on q and k
     attention.Attention._qkv = attention.Attention._qkv_torch if before else _AFTER["qkv"]
+    norm.RMSNorm.forward = rms_before if before else _AFTER["rms"]
+    # attention, the SwiGLU activation and the loss take their torch paths where C is off
+    for module, available in _AFTER["c_ops"].items():
+        module.available = (lambda: False) if before else available
 
 
 def _step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,

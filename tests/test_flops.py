@@ -10,7 +10,7 @@ import torch
 from hnetbench.baselines import preset_dict
 from hnetbench.config import RunConfig, from_dict
 from hnetbench.flops import forward_flops
-from hnetbench.kernels import ssd_cpu
+from hnetbench.kernels import attn_cpu, ssd_cpu
 from hnetbench.models import build_model
 from hnetbench.models.mamba2 import Mamba2
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -30,14 +30,17 @@ TEXT = (
 
 def measured(model: torch.nn.Module, ids: torch.Tensor) -> tuple[float, float, list[int]]:
     """(matmul FLOPs, SSD FLOPs, positions per stage) of one forward, counted by torch. The
-    scan runs as the torch scan here: the C scan (the CPU default) is one opaque op that
-    FlopCounterMode cannot see into."""
+    scan and attention run as their torch paths here: the C scan and attention (the CPU
+    defaults) are opaque ops that FlopCounterMode cannot see into."""
+    saved = {m: m.available for m in (ssd_cpu, attn_cpu)}
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc:
-        saved, ssd_cpu.available = ssd_cpu.available, lambda: False  # the fallback path
+        for m in saved:
+            m.available = lambda: False  # the fallback paths
         try:
             out = model(ids)
         finally:
-            ssd_cpu.available = saved
+            for m, available in saved.items():
+                m.available = available
     counts = {k: sum(v.values()) for k, v in fc.get_flop_counts().items()}
     total = counts["Global"]
     ssd = 0
