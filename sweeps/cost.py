@@ -9,12 +9,14 @@ Bytes are those trained in this invocation (each training leg's, so a cool-down 
 only the steps after the checkpoint it starts from, and a run finished earlier counts nothing).
 Setting up the environment (`make setup`) is outside it. Jobs on Slurm are not our children:
 there the total is the jobs' own records only. Each invocation (a rerun after an interruption
-is another) is appended to cost.json's list, so a rerun never overwrites what the first spent.
+is another) is appended to cost.json's list, so a rerun never overwrites what the first spent;
+each entry names the code that ran (its git commit, when run from a checkout).
 """
 
 from __future__ import annotations
 
 import resource
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,26 @@ def process_tree_cpu_s() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def code_commit() -> str | None:
+    """The git commit of the hnetbench checkout that runs (12 hex digits, "+changes" when its
+    tracked files outside results/ differ from it); None when installed from a wheel."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                              timeout=30)
+
+    try:
+        top = git("rev-parse", "--show-toplevel")
+        if top.returncode or Path(top.stdout.strip()).resolve() != root:
+            return None  # not a checkout of its own (a wheel inside some other repository)
+        head = git("rev-parse", "--short=12", "HEAD").stdout.strip()
+        changed = git("diff", "--quiet", "HEAD", "--", ".", ":(exclude)results").returncode
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (head + ("+changes" if changed == 1 else "")) or None
 
 
 def jobs_since(sweep_dir: Path, since: str) -> list[dict[str, Any]]:
@@ -76,7 +98,7 @@ def record(sweep_dir: Path, since: str, t0: float, cpu0: float | None) -> dict[s
     """Append this invocation to `<sweep_dir>/cost.json`: the jobs started since `since`, and
     (cpu0 = process_tree_cpu_s() at the start, None on Slurm) the process tree's CPU since."""
     total = process_tree_cpu_s() - cpu0 if cpu0 is not None else None
-    cost = {"started": since,
+    cost = {"started": since, "commit": code_commit(),
             **summarize(jobs_since(sweep_dir, since), total, time.perf_counter() - t0)}
     old = (read_json(sweep_dir / "cost.json") or {}).get("invocations")
     write_json(sweep_dir / "cost.json",

@@ -101,12 +101,15 @@ def test_installed_package_finds_its_data(tmp_path: Path) -> None:
         "    rope_cpu, ssd_cpu, swiglu_cpu)\n"
         "print([m.available() for m in (ssd_cpu, conv_cpu, norm_cpu, rope_cpu, attn_cpu,\n"
         "    swiglu_cpu, cross_entropy_cpu)])\n"
+        "from hnetbench.sweeps.cost import code_commit\n"
+        "print(code_commit())\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run([str(py), "-c", probe], cwd=tmp_path, env=env, capture_output=True,
                          text=True)
     assert out.returncode == 0, out.stderr[-2000:]
-    pkg, domains, with_test, tasks, specs, c_kernels = out.stdout.strip().splitlines()
+    pkg, domains, with_test, tasks, specs, c_kernels, commit = out.stdout.strip().splitlines()
+    assert commit == "None"  # an installed wheel is no checkout: cost.json names no commit
     assert pkg.startswith(str(venv)), pkg  # the installed copy, not the checkout
     assert domains == str(["code", "dna", "en", "zh"])
     assert int(with_test) == 4

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from hnetbench import cli
 from hnetbench.reports import report as R
+from hnetbench.sweeps.cost import code_commit
 
 pytestmark = pytest.mark.slow
 
@@ -71,6 +72,7 @@ def test_reproduce_runs_branches_robustness_and_report(tmp_path: Path, capsys):
         assert set(st["eval_cpu_s"]) == ({"bpb/test"} if r in branches
                                          else {"bpb/test", "robustness"})
     assert cost["jobs"] == 4 and cost["scope"] == "process tree"
+    assert cost["commit"] == code_commit()
     assert cost["bytes_trained"] == sum(st["leg_bytes"] for st in legs.values())
     assert cost["training_cpu_s"] == pytest.approx(
         sum(st["train_cpu_s"] for st in legs.values()), abs=0.1)
@@ -107,3 +109,16 @@ def test_cost_falls_back_to_the_jobs_records_when_they_exceed_the_process_tree()
     low = summarize(jobs, 3.0, 1.0)
     assert low["scope"] == "jobs' own records" and low["cpu_s"] == 15.0
     assert low["outside_jobs_cpu_s"] is None
+
+
+def test_cost_names_the_commit_of_this_checkout():
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                          text=True)
+    if head.returncode:
+        pytest.skip("not a git checkout")
+    commit = code_commit()
+    assert commit is not None and head.stdout.startswith(commit.removesuffix("+changes"))
+    assert len(commit.removesuffix("+changes")) == 12
