@@ -28,7 +28,7 @@
 
 #else
 
-#include "cpu_math.h"  /* exp_ */
+#include "cpu_math.h"  /* exp_, sum8_, max8_ */
 
 /* one 32-byte register of REAL (GCC and clang vector extension): 8 floats or 4 doubles */
 typedef REAL FN(vec_) __attribute__((vector_size(32), aligned(sizeof(REAL))));
@@ -125,30 +125,6 @@ static inline void FN(gather_rows_)(const REAL *X, int64_t stride, int64_t i0, i
     memset(out, 0, sizeof(REAL) * RB * hdp);
     for (int64_t r = 0; r < nr; r++)
         for (int64_t c = 0; c < hd; c++) out[r * hdp + c] = X[(i0 + r) * stride + c] * mul;
-}
-
-/* max and sum of v[0..n) in 8 lanes (vectorises without reassociating across lanes) */
-static inline REAL FN(max8_)(const REAL *restrict v, int64_t n) {
-    REAL acc[8];
-    for (int k = 0; k < 8; k++) acc[k] = v[0];
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++) acc[k] = v[i + k] > acc[k] ? v[i + k] : acc[k];
-    REAL m = acc[0];
-    for (int k = 1; k < 8; k++) m = acc[k] > m ? acc[k] : m;
-    for (; i < n; i++) m = v[i] > m ? v[i] : m;
-    return m;
-}
-
-static inline REAL FN(sum8_)(const REAL *restrict v, int64_t n) {
-    REAL acc[8] = {0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++) acc[k] += v[i + k];
-    REAL s = 0;
-    for (int k = 0; k < 8; k++) s += acc[k];
-    for (; i < n; i++) s += v[i];
-    return s;
 }
 
 /* the block's key range: [j0, j1) rounded out to JW for the tiles, [jmin, jmax) exact */

@@ -1,5 +1,6 @@
-/* Elementwise math shared by the C kernels, included once at the top of a kernel file (the
-   settings) and once inside each precision's body (REAL, IS_F64 and FN set by the file). */
+/* Elementwise math and 8-lane reductions shared by the C kernels, included once at the top of
+   a kernel file (the settings) and once inside each precision's body (REAL, IS_F64 and FN set
+   by the file). */
 
 #ifndef REAL
 /* FP exceptions are never read here; without this GCC will not if-convert the clamps in exp_
@@ -42,5 +43,30 @@ static inline REAL FN(exp_)(REAL v) {
 
 /* sigmoid(v) = 1 / (1 + exp(-v)) */
 static inline REAL FN(sigmoid_)(REAL v) { return 1 / (1 + FN(exp_)(-v)); }
+
+/* sum of v[0..n) in 8 lanes, then the lanes in order (vectorises without reassociation) */
+static inline REAL FN(sum8_)(const REAL *restrict v, int64_t n) {
+    REAL acc[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) acc[k] += v[i + k];
+    REAL s = 0;
+    for (int k = 0; k < 8; k++) s += acc[k];
+    for (; i < n; i++) s += v[i];
+    return s;
+}
+
+/* max of v[0..n), n >= 1, in 8 lanes (vectorises) */
+static inline REAL FN(max8_)(const REAL *restrict v, int64_t n) {
+    REAL acc[8];
+    for (int k = 0; k < 8; k++) acc[k] = v[0];
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) acc[k] = v[i + k] > acc[k] ? v[i + k] : acc[k];
+    REAL m = acc[0];
+    for (int k = 1; k < 8; k++) m = acc[k] > m ? acc[k] : m;
+    for (; i < n; i++) m = v[i] > m ? v[i] : m;
+    return m;
+}
 
 #endif

@@ -22,20 +22,7 @@
 
 #else
 
-#include "cpu_math.h"  /* exp_ */
-
-/* max of v[0..n), n >= 1, in 8 lanes (vectorises) */
-static inline REAL FN(max8_)(const REAL *restrict v, int64_t n) {
-    REAL acc[8];
-    for (int k = 0; k < 8; k++) acc[k] = v[0];
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++) acc[k] = v[i + k] > acc[k] ? v[i + k] : acc[k];
-    REAL m = acc[0];
-    for (int k = 1; k < 8; k++) m = acc[k] > m ? acc[k] : m;
-    for (; i < n; i++) m = v[i] > m ? v[i] : m;
-    return m;
-}
+#include "cpu_math.h"  /* exp_, max8_ */
 
 /* sum of exp(v[i] - m), in 8 lanes (vectorises without reassociating across lanes) */
 static inline REAL FN(sum_exp8_)(const REAL *restrict v, int64_t n, REAL m) {

@@ -24,19 +24,7 @@
 
 #else
 
-#include "cpu_math.h"  /* exp_, sigmoid_ */
-
-/* sum of v[0..n) in 8 lanes, then the lanes in order (vectorises without reassociation) */
-static inline REAL FN(sum8_)(const REAL *restrict v, int64_t n) {
-    REAL acc[8] = {0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++) acc[k] += v[i + k];
-    REAL s = 0;
-    for (int k = 0; k < 8; k++) s += acc[k];
-    for (; i < n; i++) s += v[i];
-    return s;
-}
+#include "cpu_math.h"  /* exp_, sigmoid_, sum8_ */
 
 /* positions [lo * rows_per_item, min(hi * rows_per_item, M)) */
 void FN(gnorm_fwd_)(int64_t lo, int64_t hi, int64_t M, int64_t D, int64_t GS,
