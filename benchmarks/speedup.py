@@ -23,6 +23,10 @@ chunking stay put while they are timed.
 Ratios are of CPU seconds per step (one thread: time slices lost to other processes do not
 count), so they hold on a loaded machine; the ratio of the fastest wall-clock repetitions is
 reported beside them. Bytes/s are bytes per CPU second.
+For a byte-level preset the BPE Transformer of its scale takes its steps in the same
+alternation (before and after code), so `after_vs_bpe_interleaved` (bytes/s over the BPE
+Transformer's) is measured under the same load; `after_vs_bpe` divides by the BPE preset's own
+row, timed minutes earlier, and moved by 20% between runs here.
 `--compile` adds `train.compile: blocks` on top for the named presets (and reports the
 compile seconds).
 `--parity-steps` trains two copies from the same init for that many steps, one per scan, and
@@ -155,27 +159,39 @@ def compare(preset: str, batch: int, seq_bytes: int, repeats: int, with_compile:
     model = build_model(cfg.model)
     settle(model, cfg, settle_steps)
     x, y, n_bytes, _ = make_batch(cfg, batch, seq_bytes, "cpu")
-    variants = {"before": (model, "before"), "after": (model, "after"), "null": (model, "before")}
+    variants = {"before": (model, "before", x, y), "after": (model, "after", x, y),
+                "null": (model, "before", x, y)}
     stats = None
     if with_compile:
         compiled = copy.deepcopy(model)
         stats = compile_blocks(compiled, "blocks")
-        variants["after+compile"] = (compiled, "after")
+        variants["after+compile"] = (compiled, "after", x, y)
+    scale = preset.split("@")[1]
+    bpe_bytes = None
+    if not preset.startswith("transformer-bpe"):
+        # the BPE Transformer of the same scale in the same alternation (before and after
+        # code): a ratio to it taken in one run of the loop, not between runs minutes apart
+        bpe_cfg = resolve(base={"preset": f"transformer-bpe@{scale}"})
+        torch.manual_seed(0)
+        bpe = build_model(bpe_cfg.model)
+        bx, by, bpe_bytes, _ = make_batch(bpe_cfg, batch, seq_bytes, "cpu")
+        variants["bpe_before"] = (bpe, "before", bx, by)
+        variants["bpe_after"] = (bpe, "after", bx, by)
     # lr 0: the steps do all of AdamW's arithmetic but leave the model (and its router's
     # chunking) as it is, so repetitions time the same work. "before" steps with the
     # trainer's CPU optimizer of the start (a loop over tensors), today's with the
     # fused one the trainer uses now.
     opts = {k: torch.optim.AdamW(m.parameters(), lr=0.0, fused=scan == "after")
-            for k, (m, scan) in variants.items()}
+            for k, (m, scan, _, _) in variants.items()}
     times: dict[str, list[float]] = {k: [] for k in variants}
     cpu: dict[str, list[float]] = {k: [] for k in variants}
     first: dict[str, float] = {}
     for r in range(repeats + 1):  # round 0 warms up (and compiles); order alternates per round
         order = list(variants.items()) if r % 2 == 0 else list(variants.items())[::-1]
-        for k, (m, scan) in order:
+        for k, (m, scan, vx, vy) in order:
             use_scan(scan)
             t0, c0 = time.perf_counter(), time.process_time()
-            _step(m, opts[k], x, y)
+            _step(m, opts[k], vx, vy)
             dt, dc = time.perf_counter() - t0, time.process_time() - c0
             if r:
                 times[k].append(dt)
@@ -195,6 +211,10 @@ def compare(preset: str, batch: int, seq_bytes: int, repeats: int, with_compile:
            "before_bytes_cpu_s": n_bytes / c["before"],
            "after_bytes_cpu_s": n_bytes / c["after"], "speedup": c["before"] / c["after"],
            "speedup_wall_best": w["before"] / w["after"], "null_ratio": c["before"] / c["null"]}
+    if bpe_bytes is not None:  # bytes/s over the BPE Transformer's, same alternation
+        row["after_vs_bpe_interleaved"] = n_bytes / c["after"] / (bpe_bytes / c["bpe_after"])
+        row["before_vs_bpe_interleaved"] = (n_bytes / c["before"]
+                                            / (bpe_bytes / c["bpe_before"]))
     if with_compile:
         row["compiled_bytes_cpu_s"] = n_bytes / c["after+compile"]
         row["speedup_compiled"] = c["before"] / c["after+compile"]
@@ -282,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     if rows:
         print_table(rows, ["preset", "bytes_per_chunk", "before_bytes_cpu_s", "after_bytes_cpu_s",
                            "speedup", "speedup_wall_best", "null_ratio",
-                           "before_vs_bpe", "after_vs_bpe", "speedup_compiled", "compile_s"])
+                           "before_vs_bpe", "after_vs_bpe", "before_vs_bpe_interleaved",
+                           "after_vs_bpe_interleaved", "speedup_compiled", "compile_s"])
     write_json(args.json, {"machine": machine(), "batch": args.batch, "seq_bytes": args.seq_bytes,
                            "settle_steps": args.settle_steps,
                            "load_before": load_before, "load_after": load_after,
