@@ -130,21 +130,11 @@ def test_c_rms_norm_matches_torch_float64(shape):
 
 
 @needs_c
-def test_c_rms_norm_float32_as_close_as_torch():
+def test_c_rms_norm_float32_as_close_as_torch(float32_as_close_as_torch):
     x, _, w = _case((4, 90, 64), seed=4)
-    ref = F.rms_norm(x, (64,), w, 1e-5)
-    dy = torch.randn_like(ref)
-    want = [t.detach() for t in (ref, *torch.autograd.grad(ref, (x, w), dy))]
-    errs = {}
-    for name, fn in (("torch", lambda a, b: F.rms_norm(a, (64,), b, 1e-5)),
-                     ("c", lambda a, b: norm_cpu.rms_norm_cpu(a, b, 1e-5))):
-        x32, w32 = (t.detach().float().requires_grad_() for t in (x, w))
-        out = fn(x32, w32)
-        got = (out, *torch.autograd.grad(out, (x32, w32), dy.float()))
-        errs[name] = [float((a.detach().double() - r).abs().max() / r.abs().max())
-                      for a, r in zip(got, want)]
-    for c, t in zip(errs["c"], errs["torch"]):
-        assert c <= 2 * t + 1e-7, errs
+    float32_as_close_as_torch(lambda a, b: F.rms_norm(a, (64,), b, 1e-5),
+                              lambda a, b: norm_cpu.rms_norm_cpu(a, b, 1e-5), (x, w),
+                              torch.randn(4, 90, 64, dtype=torch.float64))
 
 
 @needs_c
