@@ -76,10 +76,10 @@ def _setup(ctx, inputs, output) -> None:  # noqa: ANN001
     y, lse = output
     ctx.save_for_backward(q.contiguous(), k.contiguous(), v.contiguous(), lo.contiguous(), y,
                           lse)
+    ctx.mark_non_differentiable(lse)  # the log-sum-exp: an output only to be saved
 
 
-def _backward(ctx, dy, dlse):  # noqa: ANN001, ANN202
-    # lse is an internal output: nothing downstream uses it, its gradient is zeros
+def _backward(ctx, dy, _dlse):  # noqa: ANN001, ANN202
     return (*_bwd(*ctx.saved_tensors, dy), None)
 
 

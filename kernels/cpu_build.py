@@ -147,6 +147,11 @@ def ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+def blocks(n: int, size: int) -> int:
+    """How many items of `size` rows cover n rows (the last may be short)."""
+    return (n + size - 1) // size
+
+
 def run_items(fn, items: int, *args) -> None:  # noqa: ANN001 - a ctypes function
     """fn(lo, hi, *args) over [0, items), split across torch's intra-op threads (ctypes
     releases the GIL). Items are computed alone, so the split changes no result."""

@@ -17,7 +17,7 @@ import ctypes
 from pathlib import Path
 
 import torch
-from hnetbench.kernels.cpu_build import CLibrary, ptr, run_items
+from hnetbench.kernels.cpu_build import CLibrary, blocks, ptr, run_items
 
 SOURCE = Path(__file__).with_name("norm_cpu.c")
 ROWS_PER_ITEM = 64  # positions per work item (and per partial sum of the weight's gradient)
@@ -40,9 +40,6 @@ def available() -> bool:
     return LIBRARY.available()
 
 
-def _items(M: int) -> int:
-    return (M + ROWS_PER_ITEM - 1) // ROWS_PER_ITEM
-
 
 @torch.library.custom_op("hnetbench::gated_rms_norm_cpu", mutates_args=())
 def _fwd(x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, group_size: int,
@@ -53,8 +50,8 @@ def _fwd(x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, group_size: int
     M = x.numel() // D
     y = torch.empty_like(x)
     rs = x.new_empty(*x.shape[:-1], D // group_size)
-    run_items(LIBRARY.fn("gnorm_fwd", x.dtype), _items(M), M, D, group_size, ROWS_PER_ITEM, eps,
-              ptr(x), ptr(z), ptr(weight), ptr(y), ptr(rs))
+    run_items(LIBRARY.fn("gnorm_fwd", x.dtype), blocks(M, ROWS_PER_ITEM), M, D, group_size,
+              ROWS_PER_ITEM, eps, ptr(x), ptr(z), ptr(weight), ptr(y), ptr(rs))
     return y, rs
 
 
@@ -71,9 +68,10 @@ def _bwd(x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, rs: torch.Tenso
     D = x.shape[-1]
     M = x.numel() // D
     dx, dz = torch.empty_like(x), torch.empty_like(z)
-    dw_items = x.new_empty(_items(M), D)
-    run_items(LIBRARY.fn("gnorm_bwd", x.dtype), _items(M), M, D, group_size, ROWS_PER_ITEM, ptr(x),
-              ptr(z), ptr(weight), ptr(rs), ptr(dy), ptr(dx), ptr(dz), ptr(dw_items))
+    dw_items = x.new_empty(blocks(M, ROWS_PER_ITEM), D)
+    run_items(LIBRARY.fn("gnorm_bwd", x.dtype), blocks(M, ROWS_PER_ITEM), M, D, group_size,
+              ROWS_PER_ITEM, ptr(x), ptr(z), ptr(weight), ptr(rs), ptr(dy), ptr(dx), ptr(dz),
+              ptr(dw_items))
     return dx, dz, dw_items.sum(0)
 
 
@@ -114,8 +112,8 @@ def _rms_fwd(x: torch.Tensor, weight: torch.Tensor,
     D = x.shape[-1]
     M = x.numel() // D
     y, rs = torch.empty_like(x), x.new_empty(*x.shape[:-1])
-    run_items(LIBRARY.fn("rms_fwd", x.dtype), _items(M), M, D, ROWS_PER_ITEM, eps, ptr(x),
-              ptr(weight), ptr(y), ptr(rs))
+    run_items(LIBRARY.fn("rms_fwd", x.dtype), blocks(M, ROWS_PER_ITEM), M, D, ROWS_PER_ITEM, eps,
+              ptr(x), ptr(weight), ptr(y), ptr(rs))
     return y, rs
 
 
@@ -130,8 +128,8 @@ def _rms_bwd(x: torch.Tensor, weight: torch.Tensor, rs: torch.Tensor,
     x, weight, rs, dy = (t.contiguous() for t in (x, weight, rs, dy))
     D = x.shape[-1]
     M = x.numel() // D
-    dx, dw_items = torch.empty_like(x), x.new_empty(_items(M), D)
-    run_items(LIBRARY.fn("rms_bwd", x.dtype), _items(M), M, D, ROWS_PER_ITEM, ptr(x),
+    dx, dw_items = torch.empty_like(x), x.new_empty(blocks(M, ROWS_PER_ITEM), D)
+    run_items(LIBRARY.fn("rms_bwd", x.dtype), blocks(M, ROWS_PER_ITEM), M, D, ROWS_PER_ITEM, ptr(x),
               ptr(weight), ptr(rs), ptr(dy), ptr(dx), ptr(dw_items))
     return dx, dw_items.sum(0)
 

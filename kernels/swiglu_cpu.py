@@ -14,7 +14,7 @@ import ctypes
 from pathlib import Path
 
 import torch
-from hnetbench.kernels.cpu_build import CLibrary, ptr, run_items
+from hnetbench.kernels.cpu_build import CLibrary, blocks, ptr, run_items
 
 SOURCE = Path(__file__).with_name("swiglu_cpu.c")
 ROWS_PER_ITEM = 64  # positions per work item
@@ -36,9 +36,6 @@ def available() -> bool:
     return LIBRARY.available()
 
 
-def _items(M: int) -> int:
-    return (M + ROWS_PER_ITEM - 1) // ROWS_PER_ITEM
-
 
 @torch.library.custom_op("hnetbench::swiglu_cpu", mutates_args=())
 def _fwd(h: torch.Tensor) -> torch.Tensor:
@@ -46,7 +43,8 @@ def _fwd(h: torch.Tensor) -> torch.Tensor:
     D = h.shape[-1] // 2
     M = h.numel() // (2 * D)
     y = h.new_empty(*h.shape[:-1], D)
-    run_items(LIBRARY.fn("swiglu_fwd", h.dtype), _items(M), M, D, ROWS_PER_ITEM, ptr(h), ptr(y))
+    run_items(LIBRARY.fn("swiglu_fwd", h.dtype), blocks(M, ROWS_PER_ITEM), M, D, ROWS_PER_ITEM,
+              ptr(h), ptr(y))
     return y
 
 
@@ -61,8 +59,8 @@ def _bwd(h: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
     D = h.shape[-1] // 2
     M = h.numel() // (2 * D)
     dh = torch.empty_like(h)
-    run_items(LIBRARY.fn("swiglu_bwd", h.dtype), _items(M), M, D, ROWS_PER_ITEM, ptr(h), ptr(dy),
-              ptr(dh))
+    run_items(LIBRARY.fn("swiglu_bwd", h.dtype), blocks(M, ROWS_PER_ITEM), M, D, ROWS_PER_ITEM,
+              ptr(h), ptr(dy), ptr(dh))
     return dh
 
 
