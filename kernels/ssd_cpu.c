@@ -4,6 +4,8 @@
        S_t = a_t S_{t-1} + B_t (dt_t x_t)^T        S: N x P, stored [n][p] so every update
        y_t = S_t^T C_t                               runs along p (contiguous in x and y)
    A document start (doc[t] != doc[t-1]) makes a_t = 0: nothing older reaches t.
+   The caller passes ea = exp(la) (one vectorised pass in torch; calling exp here, once per
+   position and head in each of the forward, the recomputation and the backward, cost ~10%).
 
    On this CPU the sequential form beats the chunked matmul form at byte-level widths
    (P, N <= 64): each step is ~3 N P multiply-adds on a state that stays in L1, with no Q x Q
@@ -78,20 +80,20 @@ static inline V FN(hsums_)(const V *v) {
 }
 
 /* a_t of row b: 0 where a document starts (nothing older reaches t), else exp(la_t) */
-static inline REAL FN(decay_)(const int64_t *doc, const REAL *la, int64_t b, int64_t L,
+static inline REAL FN(decay_)(const int64_t *doc, const REAL *ea, int64_t b, int64_t L,
                               int64_t t, int64_t row) {
-    return (t > 0 && doc[b * L + t] != doc[b * L + t - 1]) ? 0 : exp(la[row]);
+    return (t > 0 && doc[b * L + t] != doc[b * L + t - 1]) ? 0 : ea[row];
 }
 
 /* The scalar path's steps, same contract as fwd_steps_ below (any P). */
 static void FN(scalar_fwd_steps_)(
         int64_t P, int64_t t0, int64_t t1, int64_t b, int64_t h, int64_t g, int64_t L,
-        int64_t H, int64_t N, const REAL *x, const REAL *dt, const REAL *la,
+        int64_t H, int64_t N, const REAL *x, const REAL *dt, const REAL *ea,
         const REAL *Bm, const REAL *Cm, int64_t bc_sb, int64_t bc_sl, const int64_t *doc,
         REAL *S, REAL *y, REAL *hist, REAL Dh) {
     for (int64_t t = t0; t < t1; t++) {
         const int64_t row = (b * L + t) * H + h;
-        const REAL a = FN(decay_)(doc, la, b, L, t, row), d = dt[row];
+        const REAL a = FN(decay_)(doc, ea, b, L, t, row), d = dt[row];
         const REAL *xt = x + row * P;
         const REAL *Bt = Bm + b * bc_sb + t * bc_sl + g * N;
         const REAL *Ct = Cm + b * bc_sb + t * bc_sl + g * N;
@@ -112,7 +114,7 @@ static void FN(scalar_fwd_steps_)(
 
 static inline __attribute__((always_inline)) void FN(fwd_steps_)(
         const int PV, int64_t t0, int64_t t1, int64_t b, int64_t h, int64_t g, int64_t L,
-        int64_t H, int64_t N, const REAL *x, const REAL *dt, const REAL *la,
+        int64_t H, int64_t N, const REAL *x, const REAL *dt, const REAL *ea,
         const REAL *Bm, const REAL *Cm, int64_t bc_sb, int64_t bc_sl, const int64_t *doc,
         REAL *S, REAL *y, REAL *hist, REAL Dh) {
     /* Steps t0 <= t < t1 from the state in S (N x P). y (may be NULL) gets the outputs, with
@@ -120,7 +122,7 @@ static inline __attribute__((always_inline)) void FN(fwd_steps_)(
     const int64_t P = PV * VL;
     for (int64_t t = t0; t < t1; t++) {
         const int64_t row = (b * L + t) * H + h;
-        const REAL a = FN(decay_)(doc, la, b, L, t, row);
+        const REAL a = FN(decay_)(doc, ea, b, L, t, row);
         const REAL d = dt[row];
         const REAL *Bt = Bm + b * bc_sb + t * bc_sl + g * N;
         const REAL *Ct = Cm + b * bc_sb + t * bc_sl + g * N;
@@ -143,7 +145,7 @@ static inline __attribute__((always_inline)) void FN(fwd_steps_)(
 
 static inline __attribute__((always_inline)) void FN(bwd_steps_)(
         const int PV, int64_t t0, int64_t t1, int64_t b, int64_t h, int64_t g, int64_t L,
-        int64_t H, int64_t G, int64_t N, const REAL *x, const REAL *dt, const REAL *la,
+        int64_t H, int64_t G, int64_t N, const REAL *x, const REAL *dt, const REAL *ea,
         const REAL *Bm, const REAL *Cm, int64_t bc_sb, int64_t bc_sl, const int64_t *doc,
         const REAL *hist, const REAL *dy, REAL *Gs, REAL *a_next, REAL *dx, REAL *ddt,
         REAL *dla, REAL *dB, REAL *dC, int acc, REAL Dh, REAL *dDh) {
@@ -156,7 +158,7 @@ static inline __attribute__((always_inline)) void FN(bwd_steps_)(
     const int64_t P = PV * VL, NP = N * P;
     for (int64_t t = t1 - 1; t >= t0; t--) {
         const int64_t row = (b * L + t) * H + h, grow = (b * L + t) * G + g;
-        const REAL a = FN(decay_)(doc, la, b, L, t, row);
+        const REAL a = FN(decay_)(doc, ea, b, L, t, row);
         const REAL d = dt[row];
         const REAL *Bt = Bm + b * bc_sb + t * bc_sl + g * N;
         const REAL *Ct = Cm + b * bc_sb + t * bc_sl + g * N;
@@ -213,8 +215,8 @@ static inline __attribute__((always_inline)) void FN(bwd_steps_)(
     *dDh += FN(hsum_)(dDv);
 }
 
-/* Shapes: x, y, dy, dx (b, L, H, P) contiguous; dt, la, ddt, dla (b, L, H) contiguous;
-   B, C (b, L, G, N) with strides (sb, sl, N, 1) given as bc_sb, bc_sl (B and C alike);
+/* Shapes: x, y, dy, dx (b, L, H, P) contiguous; dt, ea (= exp(la)), ddt, dla (b, L, H)
+   contiguous; B, C (b, L, G, N) with strides (sb, sl, N, 1) given as bc_sb, bc_sl (B and C alike);
    dB, dC (b, L, G, N) contiguous (the backward's items are (row, group), heads inside);
    doc (b, L) int64; final, dfinal (b, H, P, N) contiguous; ckpt (b, H, nblocks, N, P);
    D (H,) the skip y_t += D_h x_t; dD (b, H). */
@@ -233,7 +235,7 @@ static int FN(pv_)(int64_t P) {
 
 /* Forward for flat (row, head) items lo <= i < hi. */
 void FN(ssd_fwd_)(int64_t lo, int64_t hi, int64_t L, int64_t H, int64_t P, int64_t G,
-                  int64_t N, int64_t K, const REAL *x, const REAL *dt, const REAL *la,
+                  int64_t N, int64_t K, const REAL *x, const REAL *dt, const REAL *ea,
                   const REAL *Bm, const REAL *Cm, int64_t bc_sb, int64_t bc_sl,
                   const int64_t *doc, REAL *y, REAL *final, REAL *ckpt, const REAL *D) {
     const int64_t R = H / G, nblocks = (L + K - 1) / K, NP = N * P;
@@ -246,13 +248,13 @@ void FN(ssd_fwd_)(int64_t lo, int64_t hi, int64_t L, int64_t H, int64_t P, int64
             const int64_t t0 = c * K, t1 = (t0 + K < L) ? t0 + K : L;
             memcpy(ckpt + (i * nblocks + c) * NP, S, sizeof(REAL) * NP);
             if (PV) {
-#define FWD(pv) FN(fwd_steps_)(pv, t0, t1, b, h, g, L, H, N, x, dt, la, Bm, Cm, bc_sb, bc_sl, \
+#define FWD(pv) FN(fwd_steps_)(pv, t0, t1, b, h, g, L, H, N, x, dt, ea, Bm, Cm, bc_sb, bc_sl, \
                                doc, S, y, NULL, D[h])
                 SWITCH_PV(PV, FWD)
 #undef FWD
                 continue;
             }
-            FN(scalar_fwd_steps_)(P, t0, t1, b, h, g, L, H, N, x, dt, la, Bm, Cm, bc_sb, bc_sl,
+            FN(scalar_fwd_steps_)(P, t0, t1, b, h, g, L, H, N, x, dt, ea, Bm, Cm, bc_sb, bc_sl,
                                   doc, S, y, NULL, D[h]);
         }
         REAL *fin = final + i * NP;  /* (P, N) from S's (N, P) */
@@ -264,7 +266,7 @@ void FN(ssd_fwd_)(int64_t lo, int64_t hi, int64_t L, int64_t H, int64_t P, int64
 
 /* Backward for items lo <= i < hi; dfinal may be NULL (the final state was not used). */
 void FN(ssd_bwd_)(int64_t lo, int64_t hi, int64_t L, int64_t H, int64_t P, int64_t G,
-                  int64_t N, int64_t K, const REAL *x, const REAL *dt, const REAL *la,
+                  int64_t N, int64_t K, const REAL *x, const REAL *dt, const REAL *ea,
                   const REAL *Bm, const REAL *Cm, int64_t bc_sb, int64_t bc_sl,
                   const int64_t *doc, const REAL *ckpt, const REAL *dy, const REAL *dfinal,
                   REAL *dx, REAL *ddt, REAL *dla, REAL *dB, REAL *dC, const REAL *D,
@@ -291,9 +293,9 @@ void FN(ssd_bwd_)(int64_t lo, int64_t hi, int64_t L, int64_t H, int64_t P, int64
             const int64_t t0 = c * K, t1 = (t0 + K < L) ? t0 + K : L;
             memcpy(buf, ckpt + (i * nblocks + c) * NP, sizeof(REAL) * NP);
             if (PV) {
-#define REFWD(pv) FN(fwd_steps_)(pv, t0, t1, b, h, g, L, H, N, x, dt, la, Bm, Cm, bc_sb, \
+#define REFWD(pv) FN(fwd_steps_)(pv, t0, t1, b, h, g, L, H, N, x, dt, ea, Bm, Cm, bc_sb, \
                                  bc_sl, doc, buf, NULL, buf + NP, 0)
-#define BWD(pv) FN(bwd_steps_)(pv, t0, t1, b, h, g, L, H, G, N, x, dt, la, Bm, Cm, bc_sb, \
+#define BWD(pv) FN(bwd_steps_)(pv, t0, t1, b, h, g, L, H, G, N, x, dt, ea, Bm, Cm, bc_sb, \
                                bc_sl, doc, buf, dy, Gs, &a_next, dx, ddt, dla, dB, dC, acc, D[h], &dDh)
                 SWITCH_PV(PV, REFWD)
                 SWITCH_PV(PV, BWD)
@@ -302,11 +304,11 @@ void FN(ssd_bwd_)(int64_t lo, int64_t hi, int64_t L, int64_t H, int64_t P, int64
                 continue;
             }
             /* scalar path: recompute the block's states, buf[k] = S_{t0+k-1} */
-            FN(scalar_fwd_steps_)(P, t0, t1, b, h, g, L, H, N, x, dt, la, Bm, Cm, bc_sb, bc_sl,
+            FN(scalar_fwd_steps_)(P, t0, t1, b, h, g, L, H, N, x, dt, ea, Bm, Cm, bc_sb, bc_sl,
                                   doc, buf, NULL, buf + NP, 0);
             for (int64_t t = t1 - 1; t >= t0; t--) {
                 const int64_t row = (b * L + t) * H + h;
-                const REAL a = FN(decay_)(doc, la, b, L, t, row);
+                const REAL a = FN(decay_)(doc, ea, b, L, t, row);
                 const REAL d = dt[row];
                 const REAL *xt = x + row * P, *dyt = dy + row * P;
                 const REAL *Bt = Bm + b * bc_sb + t * bc_sl + g * N;

@@ -79,8 +79,9 @@ def _fwd(x: torch.Tensor, dt: torch.Tensor, la: torch.Tensor, B: torch.Tensor, C
     y = torch.empty_like(x)
     final = x.new_empty(b, H, P, N)
     ckpt = x.new_empty(b, H, nb, N, P)
+    a = la.exp()  # the decays in one vectorised pass (see ssd_cpu.c)
     fn = LIBRARY.fn("ssd_fwd", x.dtype)
-    _run(fn, b * H, L, H, P, G, N, BLOCK, _ptr(x), _ptr(dt), _ptr(la), _ptr(B), _ptr(C),
+    _run(fn, b * H, L, H, P, G, N, BLOCK, _ptr(x), _ptr(dt), _ptr(a), _ptr(B), _ptr(C),
          B.stride(0), B.stride(1), _ptr(doc), _ptr(y), _ptr(final), _ptr(ckpt), _ptr(D))
     return y, final, ckpt
 
@@ -105,9 +106,10 @@ def _bwd(x: torch.Tensor, dt: torch.Tensor, la: torch.Tensor, B: torch.Tensor, C
     # held in locals: a pointer into a temporary would dangle once the temporary is freed
     dy = dy.contiguous()
     dfinal = None if dfinal is None else dfinal.contiguous()
+    a = la.exp()
     fn = LIBRARY.fn("ssd_bwd", x.dtype)
     # items: (row, group) pairs, so that a group's heads add into its dB, dC in order
-    _run(fn, b * G, L, H, P, G, N, BLOCK, _ptr(x), _ptr(dt), _ptr(la), _ptr(B), _ptr(C),
+    _run(fn, b * G, L, H, P, G, N, BLOCK, _ptr(x), _ptr(dt), _ptr(a), _ptr(B), _ptr(C),
          B.stride(0), B.stride(1), _ptr(doc), _ptr(ckpt), _ptr(dy), _ptr(dfinal),
          _ptr(dx), _ptr(ddt), _ptr(dla), _ptr(dB), _ptr(dC), _ptr(D), _ptr(dD))
     return dx, ddt, dla, dB, dC, dD.sum(0)

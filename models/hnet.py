@@ -24,6 +24,10 @@ from hnetbench.models.isotropic import Isotropic
 from hnetbench.models.routing import Router, boundaries, space_boundaries, spacelike
 from hnetbench.models.seqinfo import Seq, Step
 
+# Full-sequence forwards pack the rows' chunks into one row for the inner network (see
+# HNet.forward); False keeps the padded batch layout (tests hold the two equal).
+PACK_ROWS = True
+
 
 @dataclass
 class StageOptions:
@@ -130,7 +134,8 @@ class HNet(nn.Module):
         h = self.encoder(x, seq, collect.setdefault("enc", []) if collect is not None else None)
         p, b = self._route(h, seq, ids)
         valid = seq.valid()
-        aux.append({"p": p, "b": b, "valid": valid, "learned": self.opt.chunking == "dc"})
+        aux.append({"p": p, "b": b, "valid": valid, "learned": self.opt.chunking == "dc",
+                    "rows": seq.rows})
 
         xc, cmask, idx = chunking.downsample(h, b, seq.doc, self.opt.downsample)
         n = cmask.sum(1)
@@ -138,11 +143,26 @@ class HNet(nn.Module):
         cdoc = torch.where(cmask, cdoc, cdoc.gather(1, (n - 1)[:, None]))  # tail continues last doc
         cstart = torch.ones_like(cmask)
         cstart[:, 1:] = cdoc[:, 1:] != cdoc[:, :-1]
-        cseq = Seq.from_doc_start(cstart, lengths=n, capacity=seq.capacity)
+        B, M = cmask.shape
+        # Full sequences run the inner network over every row's chunks packed into one row
+        # (each row starts a document, so nothing crosses rows): rows cut different chunk
+        # counts, and padding them to the longest wasted ~8-20% of the inner stages' work.
+        # Cached generation keeps the batch layout its caches are indexed by.
+        pack = PACK_ROWS and collect is None and seq.rows is None and B > 1
+        if pack:
+            keep = cmask.flatten().nonzero()[:, 0]  # row-major: row r's chunks in order
+            xc = xc.flatten(0, 1).index_select(0, keep)[None]
+            cseq = Seq.from_doc_start(cstart.flatten()[keep][None], rows=keep // M)
+        elif seq.rows is not None:  # already one packed row: no padding, every chunk valid
+            cseq = Seq.from_doc_start(cstart, rows=seq.rows[idx[0]])
+        else:
+            cseq = Seq.from_doc_start(cstart, lengths=n, capacity=seq.capacity)
         if self.pad is not None:
             xc = torch.cat([xc, self.pad.to(xc.dtype).expand(*xc.shape[:2], -1)], dim=-1)
         inner_collect = collect.setdefault("inner", {}) if collect is not None else None
         zc = self.inner(xc, cseq, aux, None, inner_collect)[..., : self.d]
+        if pack:  # back to (B, M): padded slots stay 0 (no position reads them)
+            zc = zc.new_zeros(B * M, self.d).index_copy(0, keep, zc[0]).view(B, M, self.d)
 
         P = torch.where(cmask, p.gather(1, idx), torch.ones_like(p[:, :1]))
         zbar = chunking.smooth(zc, P, self.opt.smoothing, self.opt.kernels, self._ref_clamp)

@@ -23,6 +23,20 @@ from hnetbench.models.seqinfo import Seq
 N_GPT = 4.6  # GPT-2 bytes per token on FineWeb-Edu (paper App. C)
 
 
+def unpack_rows(t: torch.Tensor, rows: torch.Tensor | None, B: int) -> torch.Tensor:
+    """A stage's (1, N) tensor over rows packed into one (`Seq.rows`: the batch row of each
+    position, in order) -> (B, M) in the batch layout, each row's values first, then zeros
+    (False) up to the longest row. Unpacked tensors (rows None) come back as they are."""
+    if rows is None:
+        return t
+    counts = torch.bincount(rows, minlength=B)
+    start = torch.cumsum(counts, 0) - counts
+    col = torch.arange(rows.numel(), device=rows.device) - start[rows]
+    out = t.new_zeros(B, int(counts.max()) if rows.numel() else 0)
+    out[rows, col] = t[0]
+    return out
+
+
 @dataclass
 class LMOutput:
     logits: torch.Tensor
@@ -220,7 +234,7 @@ class CausalLM(nn.Module):
         aux: list[dict] = []
         h = self.backbone(self.embedding(input_ids), Seq.from_doc_start(doc_start), aux, input_ids)
         logits = self.head(h)
-        out = LMOutput(logits=logits, boundaries=[a["b"] for a in aux])
+        out = LMOutput(logits=logits, boundaries=[unpack_rows(a["b"], a["rows"], B) for a in aux])
         ratio = logits.new_zeros(())
         for s, a in enumerate(aux):
             b, p = a["b"], a["p"]

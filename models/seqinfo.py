@@ -18,17 +18,21 @@ class Seq:
     pos: torch.Tensor  # (B, L) long, position inside its document (RoPE)
     lengths: torch.Tensor | None = None  # (B,) valid prefix per row; None = all L valid
     capacity: int = 0  # > 0 while prefilling caches: slots to reserve for later steps
+    # (L,) long, set when the batch's rows are packed into one row (B = 1, no padding): the
+    # batch row each position came from. Every row starts a document, so rows stay apart.
+    rows: torch.Tensor | None = None
 
     @staticmethod
     def from_doc_start(
-        doc_start: torch.Tensor, lengths: torch.Tensor | None = None, capacity: int = 0
+        doc_start: torch.Tensor, lengths: torch.Tensor | None = None, capacity: int = 0,
+        rows: torch.Tensor | None = None,
     ) -> Seq:
         doc_start = doc_start.clone()
         doc_start[:, 0] = True  # every row starts a document
         doc = doc_start.long().cumsum(1)
         idx = torch.arange(doc.shape[1], device=doc.device).expand_as(doc)
         start = torch.where(doc_start, idx, torch.zeros_like(idx)).cummax(1).values
-        return Seq(doc, idx - start, lengths, capacity)
+        return Seq(doc, idx - start, lengths, capacity, rows)
 
     def valid(self) -> torch.Tensor | None:
         if self.lengths is None:

@@ -136,6 +136,73 @@ def test_packed_documents_are_isolated(name: str) -> None:
         assert torch.equal(bp[:, :23], ba) and torch.equal(bp[:, 23:], bb)
 
 
+PACK_CASES = {
+    "hnet1": hnet1,
+    "hnet2": hnet2,
+    "hnet1-ablations": lambda: hnet1(
+        smoothing=False, ste=False, router="linear", residual_proj=False, norm_balance=False
+    ),
+    "hnet1-mean": lambda: hnet1(downsample="mean"),
+    "hnet1-max": lambda: hnet1(downsample="max"),
+    "hnet1-space": lambda: hnet1(chunking="space", vocab_size=256),
+    "hnet2-pool": lambda: hnet2(chunking="pool", pool_size=3),
+}
+
+
+@pytest.mark.parametrize("name", list(PACK_CASES))
+def test_rows_packed_for_the_inner_network_equal_the_padded_batch(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Full forwards run each inner stage over the rows' chunks packed into one row (no
+    padding); the padded batch layout is the reference: same losses, logits, boundaries (in
+    the batch layout) and gradients, in float64, with documents starting inside rows."""
+    from hnetbench.models import hnet
+
+    torch.manual_seed(3)
+    model = build_model(PACK_CASES[name]()).double().train()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith("residual.weight") or n.endswith(".pad"):
+                p.normal_(0, 0.05)
+    vocab = model.cfg.vocab_size
+    ids = torch.randint(0, vocab, (3, 41))
+    if name == "hnet1-space":  # spaces at different places per row: different chunk counts
+        ids[0, ::3], ids[1, ::7] = 32, 32
+    tgt = torch.randint(0, vocab, (3, 41))
+    doc_start = torch.zeros_like(ids, dtype=torch.bool)
+    doc_start[0, 17] = doc_start[2, 5] = doc_start[2, 30] = True
+    res = {}
+    for pack in (False, True):
+        monkeypatch.setattr(hnet, "PACK_ROWS", pack)
+        model.zero_grad()
+        out = model(ids, targets=tgt, doc_start=doc_start)
+        out.loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        res[pack] = out, grads
+    (ref, g_ref), (got, g_got) = res[False], res[True]
+    per_row = ref.boundaries[0].sum(1)
+    assert per_row.max() > per_row.min()  # rows of different chunk counts: packing drops padding
+    torch.testing.assert_close(got.logits, ref.logits, rtol=1e-10, atol=1e-10)
+    for key in ("loss", "ar_loss", "ratio_loss"):
+        torch.testing.assert_close(getattr(got, key), getattr(ref, key), rtol=1e-10, atol=1e-12)
+    assert len(got.boundaries) == len(ref.boundaries)
+    for bg, br in zip(got.boundaries, ref.boundaries):
+        assert bg.shape == br.shape and torch.equal(bg, br)
+    assert g_got.keys() == g_ref.keys()
+    for n in g_ref:
+        torch.testing.assert_close(g_got[n], g_ref[n], rtol=1e-9, atol=1e-11, msg=n)
+
+
+def test_rows_differ_in_chunk_counts_so_packing_drops_padding() -> None:
+    """The case packing is for: rows cutting different numbers of chunks."""
+    from hnetbench.models.lm import unpack_rows
+
+    rows = torch.tensor([0, 0, 0, 2, 2])
+    out = unpack_rows(torch.tensor([[1, 2, 3, 4, 5]]), rows, 3)
+    assert torch.equal(out, torch.tensor([[1, 2, 3], [0, 0, 0], [4, 5, 0]]))
+    assert unpack_rows(torch.ones(2, 4), None, 2).shape == (2, 4)
+
+
 # ----------------------------------------------------------------------------- cached generation
 
 CACHE_CASES = {
