@@ -9,11 +9,13 @@ For every preset the same model (same weights, same batch of real text) takes tr
 chunked SSD `mamba2.ssd_chunked`, the written-out conv `doc_conv_reference` then silu, the
 mixer's one split in_proj and conv, autograd's gated norm, attention's permute and torch RoPE,
 torch SDPA with the full mask, torch's SwiGLU activation, RMSNorm and cross-entropy, AdamW's
-loop over tensors) and the current defaults ("after": the C scan, conv, norms, RoPE, attention,
-SwiGLU and cross-entropy, the fused AdamW the trainer uses); repetitions interleave so machine
-load hits both
-alike (the order alternates per round). A third variant, "null", runs the "before" code again:
-`null_ratio` (before / null) shows what the alternation itself does to a ratio (~1).
+loop over tensors, an H-Net's inner stages over the batch padded to its longest row) and the
+current defaults ("after": the C scan, conv, norms, RoPE, attention, SwiGLU and cross-entropy,
+the fused AdamW the trainer uses, the rows' chunks packed into one row); repetitions
+interleave so machine load hits both alike (the order alternates per round). A third
+variant, "null", runs the "before" code again: `null_ratio` (before / null) shows what the
+alternation itself does to a ratio (~1). For an H-Net, "after_padded" (today's code, inner
+stages padded) gives `pack_speedup`: what packing the rows does on its own.
 The model is first trained `--settle-steps` steps (default 40) at its preset's learning rate:
 an H-Net's work depends on how many chunks its router cuts, ~2 bytes per chunk when fresh
 and ~5 when trained (where `reproduce`'s runs spend their steps), so a fresh model times a
@@ -83,11 +85,12 @@ _AFTER: dict = {}
 def use_scan(which: str) -> None:
     """Point the models at the code issue 21 started from ("before": the chunked scan
     `mamba2.ssd_chunked`, the written-out conv `doc_conv_reference`, one split in_proj and conv,
-    autograd's gated norm, torch RoPE, SDPA, SwiGLU, RMSNorm and cross-entropy) or today's
-    ("after")."""
+    autograd's gated norm, torch RoPE, SDPA, SwiGLU, RMSNorm and cross-entropy, H-Net inner
+    stages over the padded batch) or today's ("after"; "after-padded": today's code with the
+    inner stages over the padded batch, which isolates the packing of rows)."""
     import torch.nn.functional as F
     from hnetbench.kernels import attn_cpu, cross_entropy_cpu, swiglu_cpu
-    from hnetbench.models import attention, doc_conv, mamba2, norm, ssd
+    from hnetbench.models import attention, doc_conv, hnet, mamba2, norm, ssd
 
     if not _AFTER:
         _AFTER.update(forward=mamba2.Mamba2.forward, norm=norm.GatedRMSNorm.forward,
@@ -101,6 +104,7 @@ def use_scan(which: str) -> None:
         return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 
     before = which == "before"
+    hnet.PACK_ROWS = which == "after"
     mamba2.ssd_scan = mamba2.ssd_chunked if before else ssd.ssd_scan
     mamba2.doc_conv = doc_conv.doc_conv_reference if before else doc_conv.doc_conv
     mamba2.Mamba2.forward = _mixer_forward_before if before else _AFTER["forward"]
@@ -166,6 +170,8 @@ def compare(preset: str, batch: int, seq_bytes: int, repeats: int, with_compile:
         compiled = copy.deepcopy(model)
         stats = compile_blocks(compiled, "blocks")
         variants["after+compile"] = (compiled, "after", x, y)
+    if cfg.model.arch == "hnet":  # today's code with the padded inner stages
+        variants["after_padded"] = (model, "after-padded", x, y)
     scale = preset.split("@")[1]
     bpe_bytes = None
     if not preset.startswith("transformer-bpe"):
@@ -181,7 +187,7 @@ def compare(preset: str, batch: int, seq_bytes: int, repeats: int, with_compile:
     # chunking) as it is, so repetitions time the same work. "before" steps with the
     # trainer's CPU optimizer of the issue's start (a loop over tensors), today's with the
     # fused one the trainer uses now.
-    opts = {k: torch.optim.AdamW(m.parameters(), lr=0.0, fused=scan == "after")
+    opts = {k: torch.optim.AdamW(m.parameters(), lr=0.0, fused=scan != "before")
             for k, (m, scan, _, _) in variants.items()}
     times: dict[str, list[float]] = {k: [] for k in variants}
     cpu: dict[str, list[float]] = {k: [] for k in variants}
@@ -211,6 +217,8 @@ def compare(preset: str, batch: int, seq_bytes: int, repeats: int, with_compile:
            "before_bytes_cpu_s": n_bytes / c["before"],
            "after_bytes_cpu_s": n_bytes / c["after"], "speedup": c["before"] / c["after"],
            "speedup_wall_best": w["before"] / w["after"], "null_ratio": c["before"] / c["null"]}
+    if "after_padded" in c:  # what packing the rows' chunks does on its own
+        row["pack_speedup"] = c["after_padded"] / c["after"]
     if bpe_bytes is not None:  # bytes/s over the BPE Transformer's, same alternation
         row["after_vs_bpe_interleaved"] = n_bytes / c["after"] / (bpe_bytes / c["bpe_after"])
         row["before_vs_bpe_interleaved"] = (n_bytes / c["before"]
@@ -301,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{load_before}, after {load_after}")
     if rows:
         print_table(rows, ["preset", "bytes_per_chunk", "before_bytes_cpu_s", "after_bytes_cpu_s",
-                           "speedup", "speedup_wall_best", "null_ratio",
+                           "speedup", "speedup_wall_best", "null_ratio", "pack_speedup",
                            "before_vs_bpe", "after_vs_bpe", "before_vs_bpe_interleaved",
                            "after_vs_bpe_interleaved", "speedup_compiled", "compile_s"])
     write_json(args.json, {"machine": machine(), "batch": args.batch, "seq_bytes": args.seq_bytes,

@@ -236,6 +236,9 @@ void FN(attn_bwd_)(int64_t item_lo, int64_t item_hi, int64_t H, int64_t L, int64
                     pr[j] = FN(exp_)(pr[j] - m);
                     dsr[j] = pr[j] * (dsr[j] - D);
                 }
+                /* one key (a document's first position): the softmax is 1 whatever the score,
+                   so its gradient is exactly 0, not dy.v - dy.y summed in two orders */
+                if (a == i) dsr[i] = 0;
                 for (int64_t j = jmin; j < a; j++) pr[j] = dsr[j] = 0;
                 for (int64_t j = i + 1; j < jmax; j++) pr[j] = dsr[j] = 0;
             }
