@@ -46,6 +46,7 @@ from hnetbench.train.distributed import (
     shutdown,
     sum_over_ranks,
 )
+from hnetbench.train.malloc import keep_freed_memory
 from hnetbench.train.metrics import MetricsFile, Progress
 from hnetbench.train.perf import check_mfu, load_average, peak_flops
 from hnetbench.train.schedule import lr_factor
@@ -167,6 +168,8 @@ class Trainer:
         self.t_start = time.perf_counter()
         kind = plan.device_type(run_cfg)
         self.device = torch.device(kind, env.local_rank) if kind == "cuda" else torch.device("cpu")
+        if self.device.type == "cpu":  # a step re-uses the last one's memory (train/malloc.py)
+            keep_freed_memory()
         self.amp = plan.autocast_dtype(run_cfg, self.device)
         if self.dc.batch_size % env.world_size:
             raise ConfigError(f"data.batch_size: expected a multiple of the world size "
