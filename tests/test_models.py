@@ -136,7 +136,8 @@ def test_packed_documents_are_isolated(name: str) -> None:
         assert torch.equal(bp[:, :23], ba) and torch.equal(bp[:, 23:], bb)
 
 
-PACK_CASES = {
+# the H-Net variants (chunking, downsampling, ablations, 2 stages): packing and cached generation
+HNET_VARIANTS = {
     "hnet1": hnet1,
     "hnet2": hnet2,
     "hnet1-ablations": lambda: hnet1(
@@ -149,7 +150,7 @@ PACK_CASES = {
 }
 
 
-@pytest.mark.parametrize("name", list(PACK_CASES))
+@pytest.mark.parametrize("name", list(HNET_VARIANTS))
 def test_rows_packed_for_the_inner_network_equal_the_padded_batch(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -159,7 +160,7 @@ def test_rows_packed_for_the_inner_network_equal_the_padded_batch(
     from hnetbench.models import hnet
 
     torch.manual_seed(3)
-    model = build_model(PACK_CASES[name]()).double().train()
+    model = build_model(HNET_VARIANTS[name]()).double().train()
     with torch.no_grad():
         for n, p in model.named_parameters():
             if n.endswith("residual.weight") or n.endswith(".pad"):
@@ -205,16 +206,7 @@ def test_rows_differ_in_chunk_counts_so_packing_drops_padding() -> None:
 
 # ----------------------------------------------------------------------------- cached generation
 
-CACHE_CASES = {
-    **{k: MODELS[k] for k in ("T", "M", "mixed", "hnet1", "hnet2")},
-    "hnet1-ablations": lambda: hnet1(
-        smoothing=False, ste=False, router="linear", residual_proj=False, norm_balance=False
-    ),
-    "hnet1-mean": lambda: hnet1(downsample="mean"),
-    "hnet1-max": lambda: hnet1(downsample="max"),
-    "hnet1-space": lambda: hnet1(chunking="space", vocab_size=256),
-    "hnet2-pool": lambda: hnet2(chunking="pool", pool_size=3),
-}
+CACHE_CASES = {**{k: MODELS[k] for k in ("T", "M", "mixed")}, **HNET_VARIANTS}
 
 
 @pytest.mark.parametrize("name", list(CACHE_CASES))
