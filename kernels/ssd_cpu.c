@@ -216,7 +216,8 @@ static inline __attribute__((always_inline)) void FN(bwd_steps_)(
 }
 
 /* Shapes: x, y, dy, dx (b, L, H, P) contiguous; dt, ea (= exp(la)), ddt, dla (b, L, H)
-   contiguous; B, C (b, L, G, N) with strides (sb, sl, N, 1) given as bc_sb, bc_sl (B and C alike);
+   contiguous; B, C (b, L, G, N) with strides (sb, sl, N, 1) given as bc_sb, bc_sl (B and C
+   alike);
    dB, dC (b, L, G, N) contiguous (the backward's items are (row, group), heads inside);
    doc (b, L) int64; final, dfinal (b, H, P, N) contiguous; ckpt (b, H, nblocks, N, P);
    D (H,) the skip y_t += D_h x_t; dD (b, H). */
