@@ -15,7 +15,6 @@ without glibc's `mallopt` are left alone.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 # glibc's mallopt parameters (malloc.h)
@@ -31,10 +30,10 @@ def keep_freed_memory() -> bool:
         return True
     if os.environ.get("HNETBENCH_MALLOC", "") == "default":
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    try:  # the process's own symbols: no library search (find_library runs ldconfig)
+        libc = ctypes.CDLL(None)
         mallopt = libc.mallopt
-        ctypes.CDLL(None).gnu_get_libc_version  # noqa: B018 - glibc only (musl's is a no-op)
+        libc.gnu_get_libc_version  # noqa: B018 - glibc only (musl's is a no-op)
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
