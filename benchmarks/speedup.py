@@ -1,7 +1,8 @@
 """Issue 21: training speed of today's code against the previous scan, in one process.
 
     python benchmarks/speedup.py [--presets hnet-1stage@cpu-tiny ...] [--compile PRESET ...]
-                                 [--settle-steps 40] [--parity-steps 50 [--parity-f64]]
+                                 [--settle-steps 40] [--parity-steps 50 [--parity-f64]
+                                 [--parity-run]]
                                  [--skip-speed] [--json out.json]
 
 For every preset the same model (same weights, same batch of real text) takes training steps
@@ -34,8 +35,12 @@ compile seconds).
 `--parity-steps` trains two copies from the same init for that many steps, one per scan, and
 reports the largest loss difference; `--parity-f64` adds a float64 copy (today's code) as
 the exact curve and reports how far each float32 curve is from it, which tells a difference of
-the code from rounding amplified by training. The load average is recorded before and after: on a
-shared machine, absolute numbers mean little, the ratios measured here are the result.
+the code from rounding amplified by training. Those steps are plain AdamW at a constant 3e-3
+from the first step; `--parity-run` takes the trainer's own steps instead (`Trainer.train_step`:
+the preset's batch, warm-up and decay over the run, gradient clipping, per-stage rates), i.e.
+the curves of a 50-step run as `hnetbench train` makes it. The load average is recorded before
+and after: on a shared machine, absolute numbers mean little, the ratios measured here are the
+result.
 """
 
 from __future__ import annotations
@@ -266,6 +271,49 @@ def parity(preset: str, batch: int, seq_bytes: int, steps: int, f64: bool = Fals
             "after_f64": gap("after", "f64")}
 
 
+def parity_run(preset: str, steps: int, f64: bool = False) -> dict:
+    """Loss curves of a `steps`-step run of the trainer itself (the preset's batch, learning
+    rate, warm-up and decay of the WSD schedule over `steps`, gradient clipping, per-stage
+    learning-rate multipliers, weight decay) with the starting code ("before", AdamW's loop
+    over tensors as the trainer of the issue's start used) and today's ("after", fused AdamW);
+    with `f64`, also today's code in float64 as the exact curve. Returns the largest loss
+    gaps, as `parity` does, and the curves."""
+    import tempfile
+
+    from hnetbench.config import resolve
+    from hnetbench.train.distributed import DistEnv
+    from hnetbench.train.trainer import Batches, Trainer
+
+    cfg = resolve(base={"preset": preset, "train": {"steps": steps, "train_bytes": 0,
+                                                     "train_flops": 0.0, "eval_batches": 0,
+                                                     "compile": "off", "device": "cpu"}})
+    curves = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for variant in ("before", "after", "f64") if f64 else ("before", "after"):
+            use_scan("after" if variant == "f64" else variant)
+            trainer = Trainer(cfg, Path(tmp), DistEnv())
+            trainer._build()
+            assert trainer.total_steps == steps, (trainer.total_steps, steps)
+            if variant == "before":
+                groups = [{**g, "fused": None, "foreach": False}
+                          for g in trainer.opt.param_groups]
+                trainer.opt = torch.optim.AdamW(groups)
+            if variant == "f64":
+                trainer.model.double()
+            batches = Batches(trainer.loader)
+            trainer.model.train()
+            curves[variant] = [trainer.train_step(batches)["loss"] for _ in range(steps)]
+    use_scan("after")
+
+    def gap(a: str, b: str) -> float:
+        return max(abs(u - v) for u, v in zip(curves[a], curves[b]))
+
+    out = {"before_after": gap("before", "after")}
+    if f64:
+        out.update(before_f64=gap("before", "f64"), after_f64=gap("after", "f64"))
+    return {**out, "curves": curves}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", nargs="*", default=PRESETS)
@@ -280,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parity-batch", type=int, default=4)
     ap.add_argument("--parity-f64", action="store_true",
                     help="also train a float64 copy and report each float32 curve's distance")
+    ap.add_argument("--parity-run", action="store_true",
+                    help="parity over the trainer's own steps (schedule, clipping, the "
+                         "preset's batch) instead of constant-rate AdamW steps")
     ap.add_argument("--skip-speed", action="store_true", help="parity only")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -299,10 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     par = {}
     if args.parity_steps:
         for p in args.parity_presets or [p for p in args.presets if "transformer" not in p]:
-            par[p] = parity(p, args.parity_batch, args.seq_bytes, args.parity_steps,
-                            args.parity_f64)
+            par[p] = (parity_run(p, args.parity_steps, args.parity_f64) if args.parity_run
+                      else parity(p, args.parity_batch, args.seq_bytes, args.parity_steps,
+                                  args.parity_f64))
             shown = (f"{par[p]:.2e}" if not isinstance(par[p], dict)
-                     else ", ".join(f"{k} {v:.2e}" for k, v in par[p].items()))
+                     else ", ".join(f"{k} {v:.2e}" for k, v in par[p].items() if k != "curves"))
             print(f"parity {p}: max |loss diff| over {args.parity_steps} steps = {shown}")
     load_after = os.getloadavg()
     print(f"threads {torch.get_num_threads()}, cores {os.cpu_count()}, load before "
