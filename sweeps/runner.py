@@ -173,12 +173,22 @@ def job_evals(spec: SweepSpec, cfg: Any) -> dict[str, Any]:
     return evals
 
 
+def _shown_path(path: str | os.PathLike) -> str:
+    """`path` relative to the working directory when it lies under it (a sweep's plan.json
+    then names `sweeps/specs/cpu.yaml`, not the absolute path of one clone), else absolute."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
+
+
 def write_plan(spec: SweepSpec, runs: list[PlannedRun], rows: list[dict[str, Any]],
                sweep_dir: Path) -> None:
     """spec.yaml copy, plan.json and each run's config.yaml + job.json."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(sweep_dir / "spec.yaml", Path(spec.path).read_text(encoding="utf-8"))
-    write_json(sweep_dir / "plan.json", {"sweep": spec.name, "spec": str(spec.path),
+    write_json(sweep_dir / "plan.json", {"sweep": spec.name, "spec": _shown_path(spec.path),
                                          "written": now(), "runs": rows})
     for run, row in zip(runs, rows):
         rd = sweep_dir / run.run_id

@@ -157,7 +157,8 @@ def test_submitit_local_jobs_land_results(tmp_path):
         assert json.loads((d / "eval.json").read_text())["bpb"]["en/val"] > 0
         assert not (d / "lock").exists()
     assert (results / "sub" / "spec.yaml").read_text() == p.read_text()
-    assert len(json.loads((results / "sub" / "plan.json").read_text())["runs"]) == 2
+    plan = json.loads((results / "sub" / "plan.json").read_text())
+    assert len(plan["runs"]) == 2 and plan["spec"] == "s.yaml"  # relative to the cwd
     status = sweep("status", str(p), cwd=tmp_path).stdout
     assert "2 completed" in status
     again = sweep("run", str(p), "--executor", "submitit-local", cwd=tmp_path).stdout
