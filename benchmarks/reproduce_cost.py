@@ -68,14 +68,20 @@ def trained_bytes(sweep_dir: Path) -> int:
     return total
 
 
+def _git(args: list[str], cwd: Path) -> str:
+    r = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"git {' '.join(args)} in {cwd}: {r.stderr.strip() or 'failed'}")
+    return r.stdout.strip()
+
+
 def measure(repo: Path, commit: str, spec_text: str, work: Path) -> dict:
     clone = work / f"clone-{commit[:12]}"
     home = work / f"home-{commit[:12]}"
     home.mkdir()
-    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
-    subprocess.run(["git", "checkout", "-q", commit], cwd=clone, check=True)
-    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, check=True,
-                         capture_output=True, text=True).stdout.strip()
+    _git(["clone", "-q", str(repo), str(clone)], work)
+    _git(["checkout", "-q", commit], clone)
+    sha = _git(["rev-parse", "HEAD"], clone)
     (clone / "sweeps/specs/cpu.yaml").write_text(spec_text)
     env = {**os.environ, "HOME": str(home)}
     log = work / f"{commit[:12]}.log"
@@ -96,26 +102,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spec-from", default="51de901",
                     help="the commit whose sweeps/specs/cpu.yaml every commit runs")
     ap.add_argument("--repo", default=".")
-    ap.add_argument("--keep", action="store_true", help="keep the clones (under the temp dir)")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the clones and logs (a failed run always keeps them)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     repo = Path(args.repo).resolve()
-    spec = subprocess.run(["git", "show", f"{args.spec_from}:sweeps/specs/cpu.yaml"], cwd=repo,
-                          check=True, capture_output=True, text=True).stdout
+    spec = _git(["show", f"{args.spec_from}:sweeps/specs/cpu.yaml"], repo) + "\n"
     work = Path(tempfile.mkdtemp(prefix="reproduce_cost-"))
     rows = []
-    try:
-        for c in args.commits:
-            print(f"{c}: clone, make setup, hnetbench reproduce (logs in {work}) ...", flush=True)
-            rows.append(measure(repo, c, spec, work))
-            r = rows[-1]
-            print(f"{r['commit']}: setup {r['setup_cpu_s']:,.0f} CPU-s, reproduce "
-                  f"{r['reproduce_cpu_s']:,.0f} CPU-s ({r['reproduce_wall_s']:,.0f} s wall) for "
-                  f"{r['bytes_trained'] / 1e6:.1f} MB trained: {r['us_per_trained_byte']} us/byte",
-                  flush=True)
-    finally:
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
+    for c in args.commits:  # a failure exits with the log's path and leaves the clones be
+        print(f"{c}: clone, make setup, hnetbench reproduce (logs in {work}) ...", flush=True)
+        rows.append(measure(repo, c, spec, work))
+        r = rows[-1]
+        print(f"{r['commit']}: setup {r['setup_cpu_s']:,.0f} CPU-s, reproduce "
+              f"{r['reproduce_cpu_s']:,.0f} CPU-s ({r['reproduce_wall_s']:,.0f} s wall) for "
+              f"{r['bytes_trained'] / 1e6:.1f} MB trained: {r['us_per_trained_byte']} us/byte",
+              flush=True)
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
     if len(rows) > 1:
         a, b = rows[0], rows[-1]
         print(f"{b['commit']} / {a['commit']}: reproduce per trained byte "
