@@ -95,6 +95,16 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
         print("  ".join(fmt(r.get(c, "")).ljust(w) for c, w in zip(columns, widths)))
 
 
+def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict):  # noqa: ANN201
+    """One training step (forward, backward, optimizer) on a loader batch; returns the model's
+    output."""
+    out = model(batch["input_ids"], targets=batch["targets"], doc_start=batch["doc_start"])
+    out.loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return out
+
+
 def text_bytes(n: int, domain: str = "en") -> bytes:
     """n bytes of real training text (routing speed depends on content, so no random bytes)."""
     from hnetbench.data import load_documents

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, print_table, write_json  # noqa: E402
+from common import machine, print_table, train_step, write_json  # noqa: E402
 
 PRESETS = ["transformer-bpe@cpu-tiny", "hnet-1stage@cpu-tiny", "hnet-2stage@cpu-tiny"]
 
@@ -47,21 +47,15 @@ def child(preset: str, settle_steps: int, steps: int) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, fused=True)
     loader = iter(build_loader(cfg.data, "train", 0))
 
-    def step(b: dict) -> None:
-        out = model(b["input_ids"], targets=b["targets"], doc_start=b["doc_start"])
-        out.loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
     for _ in range(settle_steps):
-        step(next(loader))
+        train_step(model, opt, next(loader))
     for g in opt.param_groups:
         g["lr"] = 0.0
     batches = [next(loader) for _ in range(4)]  # H-Nets: chunk counts, so sizes, vary
-    step(batches[-1])
+    train_step(model, opt, batches[-1])
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     for i in range(steps):
-        step(batches[i % len(batches)])
+        train_step(model, opt, batches[i % len(batches)])
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     return {"kept": kept, "user_ms": (r1.ru_utime - r0.ru_utime) / steps * 1e3,
             "sys_ms": (r1.ru_stime - r0.ru_stime) / steps * 1e3,

@@ -7,10 +7,11 @@ For each commit, one after the other: a fresh clone checked out at it, the same 
 in place (`sweeps/specs/cpu.yaml` as it was at `--spec-from`: the preset the issue's
 122-125 us per byte were measured with; f301408, the code issue 21 started from, predates it),
 then `make setup` and `.venv/bin/hnetbench reproduce`, each in an empty home (as a newcomer
-runs them), timed by the CPU time of their process trees (user + system, from the kernel's
-accounting of waited-for children). Trained bytes are summed from the runs' `summary.json`
-(`leg_bytes` where the code records it, else the run's bytes less its parent's for a
-cool-down branch). Prints one line per commit and the ratio of the last to the first.
+runs them), timed by the CPU of their process trees (`sweeps.cost.process_tree_cpu_s`: user +
+system of this process, idle meanwhile, and of the children it waited for). Trained bytes are
+summed from the runs' `summary.json` (`trained_bytes`: `leg_bytes` where the code records it,
+else `bytes_seen`, of which a cool-down branch trained only its decay). Prints one line per
+commit and the ratio of the last to the first.
 
 CPU-bound and two workers wide: run nothing else beside it. One pair takes ~30 minutes here.
 Machines of the same name differ by 10-20% and drift within hours, so only the ratio of a
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -32,21 +32,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_json  # noqa: E402
-
-
-def _children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
+from hnetbench.sweeps.cost import process_tree_cpu_s  # noqa: E402
 
 
 def _timed(cmd: list[str], cwd: Path, env: dict, log: Path) -> tuple[float, float]:
     """(CPU seconds of the command's process tree, wall seconds); raises on failure."""
-    cpu0, wall0 = _children_cpu(), time.perf_counter()
+    cpu0, wall0 = process_tree_cpu_s(), time.perf_counter()
     with open(log, "a", encoding="utf-8") as f:
         rc = subprocess.call(cmd, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT)
     if rc:
         raise SystemExit(f"{' '.join(cmd)} failed in {cwd} (exit {rc}); see {log}")
-    return _children_cpu() - cpu0, time.perf_counter() - wall0
+    return process_tree_cpu_s() - cpu0, time.perf_counter() - wall0
 
 
 def trained_bytes(sweep_dir: Path) -> int:

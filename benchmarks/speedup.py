@@ -56,7 +56,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, print_table, write_json  # noqa: E402
+from common import machine, print_table, train_step, write_json  # noqa: E402
 from throughput import make_batch  # noqa: E402
 
 PRESETS = [f"{f}@{s}" for s in ("cpu-tiny", "cpu-small")
@@ -131,15 +131,6 @@ def _step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
     return float(out.loss.detach())
 
 
-def _train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, b: dict):  # noqa: ANN202
-    """One training step on a loader batch; returns the model's output."""
-    out = model(b["input_ids"], targets=b["targets"], doc_start=b["doc_start"])
-    out.loss.backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    return out
-
-
 def settle(model: torch.nn.Module, cfg, steps: int) -> None:  # noqa: ANN001
     """Train `steps` steps at the preset's learning rate on its training data (today's code),
     so that a router reaches the compression it trains at: a fresh H-Net router cuts ~2 bytes
@@ -152,7 +143,7 @@ def settle(model: torch.nn.Module, cfg, steps: int) -> None:  # noqa: ANN001
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
     loader = iter(build_loader(cfg.data, "train", 0))
     for _ in range(steps):
-        out = _train_step(model, opt, next(loader))
+        out = train_step(model, opt, next(loader))
         if not any("bytes_per_chunk" in k for k in out.stats):
             return
 
@@ -258,17 +249,22 @@ def parity(preset: str, batch: int, seq_bytes: int, steps: int, f64: bool = Fals
         loader = iter(build_loader(cfg.data, "train", 0))
         curve = []
         for _ in range(steps):
-            curve.append(float(_train_step(model, opt, next(loader)).loss.detach()))
+            curve.append(float(train_step(model, opt, next(loader)).loss.detach()))
         losses[scan] = curve
     use_scan("after")
+    gaps = _curve_gaps(losses)
+    return gaps if f64 else gaps["before_after"]
 
+
+def _curve_gaps(curves: dict[str, list[float]]) -> dict[str, float]:
+    """Largest |difference| between the loss curves, pairwise: before_after, and with a
+    float64 curve before_f64 and after_f64."""
     def gap(a: str, b: str) -> float:
-        return max(abs(u - v) for u, v in zip(losses[a], losses[b]))
+        return max(abs(u - v) for u, v in zip(curves[a], curves[b]))
 
-    if not f64:
-        return gap("before", "after")
-    return {"before_after": gap("before", "after"), "before_f64": gap("before", "f64"),
-            "after_f64": gap("after", "f64")}
+    pairs = [("before", "after")] + ([("before", "f64"), ("after", "f64")]
+                                     if "f64" in curves else [])
+    return {f"{a}_{b}": gap(a, b) for a, b in pairs}
 
 
 def parity_run(preset: str, steps: int, f64: bool = False) -> dict:
@@ -304,14 +300,7 @@ def parity_run(preset: str, steps: int, f64: bool = False) -> dict:
             trainer.model.train()
             curves[variant] = [trainer.train_step(batches)["loss"] for _ in range(steps)]
     use_scan("after")
-
-    def gap(a: str, b: str) -> float:
-        return max(abs(u - v) for u, v in zip(curves[a], curves[b]))
-
-    out = {"before_after": gap("before", "after")}
-    if f64:
-        out.update(before_f64=gap("before", "f64"), after_f64=gap("after", "f64"))
-    return {**out, "curves": curves}
+    return {**_curve_gaps(curves), "curves": curves}
 
 
 def main(argv: list[str] | None = None) -> int:
