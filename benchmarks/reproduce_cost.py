@@ -11,7 +11,8 @@ runs them), timed by the CPU of their process trees (`sweeps.cost.process_tree_c
 system of this process, idle meanwhile, and of the children it waited for). Trained bytes are
 summed from the runs' `summary.json` (`trained_bytes`: `leg_bytes` where the code records it,
 else `bytes_seen`, of which a cool-down branch trained only its decay). Prints one line per
-commit and the ratio of the last to the first.
+commit and the ratio within each pair of commits as listed (2nd / 1st, 4th / 3rd, ...: list
+`A B B A` for two pairs in both orders); the JSON is rewritten after each commit.
 
 CPU-bound and two workers wide: run nothing else beside it. One pair takes ~30 minutes here.
 Machines of the same name differ by 10-20% and drift within hours, so only the ratio of a
@@ -71,16 +72,17 @@ def _git(args: list[str], cwd: Path) -> str:
     return r.stdout.strip()
 
 
-def measure(repo: Path, commit: str, spec_text: str, work: Path) -> dict:
-    clone = work / f"clone-{commit[:12]}"
-    home = work / f"home-{commit[:12]}"
+def measure(repo: Path, commit: str, spec_text: str, work: Path, i: int = 0) -> dict:
+    """The i-th measurement (its own clone and home: a commit may be listed more than once)."""
+    clone = work / f"clone-{i}-{commit[:12]}"
+    home = work / f"home-{i}-{commit[:12]}"
     home.mkdir()
     _git(["clone", "-q", str(repo), str(clone)], work)
     _git(["checkout", "-q", commit], clone)
     sha = _git(["rev-parse", "HEAD"], clone)
     (clone / "sweeps/specs/cpu.yaml").write_text(spec_text)
     env = {**os.environ, "HOME": str(home)}
-    log = work / f"{commit[:12]}.log"
+    log = work / f"{i}-{commit[:12]}.log"
     setup_cpu, setup_wall = _timed(["make", "setup"], clone, env, log)
     rep_cpu, rep_wall = _timed([".venv/bin/hnetbench", "reproduce"], clone, env, log)
     n = trained_bytes(clone / "results/cpu")
@@ -106,22 +108,23 @@ def main(argv: list[str] | None = None) -> int:
     spec = _git(["show", f"{args.spec_from}:sweeps/specs/cpu.yaml"], repo) + "\n"
     work = Path(tempfile.mkdtemp(prefix="reproduce_cost-"))
     rows = []
-    for c in args.commits:  # a failure exits with the log's path and leaves the clones be
+    for i, c in enumerate(args.commits):  # a failure exits with the log's path, clones kept
         print(f"{c}: clone, make setup, hnetbench reproduce (logs in {work}) ...", flush=True)
-        rows.append(measure(repo, c, spec, work))
+        rows.append(measure(repo, c, spec, work, i))
         r = rows[-1]
         print(f"{r['commit']}: setup {r['setup_cpu_s']:,.0f} CPU-s, reproduce "
               f"{r['reproduce_cpu_s']:,.0f} CPU-s ({r['reproduce_wall_s']:,.0f} s wall) for "
               f"{r['bytes_trained'] / 1e6:.1f} MB trained: {r['us_per_trained_byte']} us/byte",
               flush=True)
+        # after each commit, so that a failure later keeps what was measured
+        write_json(args.json, {"spec_from": args.spec_from, "cpus": os.cpu_count(),
+                               "rows": rows})
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
-    if len(rows) > 1:
-        a, b = rows[0], rows[-1]
+    for a, b in zip(rows[::2], rows[1::2]):  # pairs in the order given: 2nd / 1st, 4th / 3rd
         print(f"{b['commit']} / {a['commit']}: reproduce per trained byte "
               f"{b['us_per_trained_byte'] / a['us_per_trained_byte']:.3f}x, make reproduce "
               f"{b['make_reproduce_cpu_s'] / a['make_reproduce_cpu_s']:.3f}x")
-    write_json(args.json, {"spec_from": args.spec_from, "cpus": os.cpu_count(), "rows": rows})
     return 0
 
 
