@@ -95,6 +95,20 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
         print("  ".join(fmt(r.get(c, "")).ljust(w) for c, w in zip(columns, widths)))
 
 
+def preset_training(preset: str):  # noqa: ANN201
+    """(config, model, its fused AdamW at the preset's learning rate, an iterator over training
+    batches) for a preset, the model built after torch.manual_seed(0), as the trainer would."""
+    from hnetbench.config import resolve
+    from hnetbench.data import build_loader
+    from hnetbench.models import build_model
+
+    cfg = resolve(base={"preset": preset})
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, fused=True)
+    return cfg, model, opt, iter(build_loader(cfg.data, "train", 0))
+
+
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict):  # noqa: ANN201
     """One training step (forward, backward, optimizer) on a loader batch; returns the model's
     output."""

@@ -30,7 +30,14 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, print_table, train_step, write_json  # noqa: E402
+from common import (  # noqa: E402
+    machine,
+    preset_training,
+    print_table,
+    time_fn,
+    train_step,
+    write_json,
+)
 
 PRESETS = ["transformer-bpe@cpu-tiny", "hnet-1stage@cpu-tiny", "hnet-2stage@cpu-tiny"]
 ROW_BUCKET = 64
@@ -65,26 +72,14 @@ class _OneDNNLinear(torch.autograd.Function):
 
 def onednn_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None
                   ) -> torch.Tensor:
-    if x.dtype == torch.float32 and x.device.type == "cpu" and x.dim() >= 1:
+    if x.dtype == torch.float32 and x.device.type == "cpu":
         return _OneDNNLinear.apply(x, w, b)
     return _torch_linear(x, w, b)
 
 
-def _model(preset: str):  # noqa: ANN202
-    from hnetbench.config import resolve
-    from hnetbench.data import build_loader
-    from hnetbench.models import build_model
-
-    cfg = resolve(base={"preset": preset})
-    torch.manual_seed(0)
-    model = build_model(cfg.model)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, fused=True)
-    return model, opt, iter(build_loader(cfg.data, "train", 0))
-
-
 def step_shapes(preset: str) -> dict[tuple[int, int, int], int]:
     """(rows, in, out) -> calls, of the linears in one training step of a fresh model."""
-    model, opt, loader = _model(preset)
+    _, model, opt, loader = preset_training(preset)
     shapes: dict[tuple[int, int, int], int] = {}
 
     def record(x, w, b=None):  # noqa: ANN001, ANN202
@@ -100,16 +95,6 @@ def step_shapes(preset: str) -> dict[tuple[int, int, int], int]:
     return shapes
 
 
-def _median_s(fn, repeats: int) -> float:  # noqa: ANN001
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def alone(shapes: dict[tuple[int, int, int], int], repeats: int) -> list[dict]:
     lp = torch.ops.mkldnn._linear_pointwise
     rows = []
@@ -121,7 +106,7 @@ def alone(shapes: dict[tuple[int, int, int], int], repeats: int) -> list[dict]:
                  "grad_weight": (lambda: g.t() @ x,
                                  lambda: lp(x.t(), g.t(), None, "none", [], "").t())}
         for what, (mkl, dnn) in pairs.items():
-            a, b = _median_s(mkl, repeats), _median_s(dnn, repeats)
+            a, b = time_fn(mkl, repeats), time_fn(dnn, repeats)
             rows.append({"shape": f"{M}x{K}->{N}", "calls": calls, "product": what,
                          "mkl_gflops": flop / a / 1e9, "onednn_gflops": flop / b / 1e9,
                          "onednn_speedup": a / b})
@@ -129,7 +114,7 @@ def alone(shapes: dict[tuple[int, int, int], int], repeats: int) -> list[dict]:
 
 
 def in_training(preset: str, steps: int) -> dict:
-    model, opt, loader = _model(preset)
+    _, model, opt, loader = preset_training(preset)
     cpu: dict[str, list[float]] = {"mkl": [], "onednn": []}
     for s in range(steps):
         which = ("mkl", "onednn", "onednn", "mkl")[s % 4]  # ABBA

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, print_table, train_step, write_json  # noqa: E402
+from common import machine, preset_training, print_table, train_step, write_json  # noqa: E402
 
 PRESETS = ["transformer-bpe@cpu-tiny", "hnet-1stage@cpu-tiny", "hnet-2stage@cpu-tiny"]
 
@@ -34,18 +34,11 @@ PRESETS = ["transformer-bpe@cpu-tiny", "hnet-1stage@cpu-tiny", "hnet-2stage@cpu-
 def child(preset: str, settle_steps: int, steps: int) -> dict:
     """One process's figures (runs in the child)."""
     import torch
-    from hnetbench.config import resolve
-    from hnetbench.data import build_loader
-    from hnetbench.models import build_model
     from hnetbench.train.malloc import keep_freed_memory
 
     torch.set_num_threads(1)
     kept = keep_freed_memory()  # HNETBENCH_MALLOC=default: False
-    cfg = resolve(base={"preset": preset})
-    torch.manual_seed(0)
-    model = build_model(cfg.model)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, fused=True)
-    loader = iter(build_loader(cfg.data, "train", 0))
+    _, model, opt, loader = preset_training(preset)
 
     for _ in range(settle_steps):
         train_step(model, opt, next(loader))
