@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from hnetbench.kernels.cpu_build import CLibrary, ptr, run_items
+from hnetbench.kernels.cpu_ops import kernel_op
 
 SOURCE = Path(__file__).with_name("attn_cpu.c")
 
@@ -37,7 +38,6 @@ def available() -> bool:
     return LIBRARY.available()
 
 
-@torch.library.custom_op("hnetbench::attention_cpu", mutates_args=())
 def _fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
          lo: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # held in locals while the C code runs: a pointer into a freed temporary would dangle
@@ -49,13 +49,11 @@ def _fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return y, lse
 
 
-@_fwd.register_fake
-def _(q, k, v, lo):  # noqa: ANN001, ANN202
+def _fwd_fake(q, k, v, lo):  # noqa: ANN001, ANN202
     B, H, L, hd = q.shape
     return q.new_empty(B, L, H, hd), q.new_empty(B, H, L)
 
 
-@torch.library.custom_op("hnetbench::attention_cpu_backward", mutates_args=())
 def _bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lo: torch.Tensor, y: torch.Tensor,
          lse: torch.Tensor, dy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     dy = dy.contiguous()
@@ -66,8 +64,7 @@ def _bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lo: torch.Tensor, y:
     return dq, dk, dv
 
 
-@_bwd.register_fake
-def _(q, k, v, lo, y, lse, dy):  # noqa: ANN001, ANN202
+def _bwd_fake(q, k, v, lo, y, lse, dy):  # noqa: ANN001, ANN202
     return tuple(torch.empty_like(q) for _ in range(3))
 
 
@@ -79,11 +76,11 @@ def _setup(ctx, inputs, output) -> None:  # noqa: ANN001
     ctx.mark_non_differentiable(lse)  # the log-sum-exp: an output only to be saved
 
 
-def _backward(ctx, dy, _dlse):  # noqa: ANN001, ANN202
-    return (*_bwd(*ctx.saved_tensors, dy), None)
+def _backward(ctx, kernel, dy, _dlse):  # noqa: ANN001, ANN202
+    return (*kernel(*ctx.saved_tensors, dy), None)
 
 
-_fwd.register_autograd(_backward, setup_context=_setup)
+_op = kernel_op("attention_cpu", _fwd, _fwd_fake, _bwd, _bwd_fake, _setup, _backward)
 
 
 def key_start(doc: torch.Tensor, window: int = -1) -> torch.Tensor:
@@ -103,4 +100,4 @@ def attention_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     q, k, v (B, H, L, hd) float32 or float64 CPU tensors, lo (B, L) int64 from `key_start`.
     Call `available()` first."""
     LIBRARY.require("attention_cpu")
-    return _fwd(q, k, v, lo)[0]
+    return _op(q, k, v, lo)[0]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 from hnetbench.kernels.cpu_build import CLibrary, ptr, run_items
+from hnetbench.kernels.cpu_ops import kernel_op
 
 SOURCE = Path(__file__).with_name("conv_cpu.c")
 
@@ -35,7 +36,6 @@ def available() -> bool:
     return LIBRARY.available()
 
 
-@torch.library.custom_op("hnetbench::doc_conv_cpu", mutates_args=())
 def _fwd(x: torch.Tensor, wt: torch.Tensor, bias: torch.Tensor, doc: torch.Tensor,
          act: bool) -> torch.Tensor:
     # held in locals while the C code runs: a pointer into a freed temporary would dangle
@@ -47,12 +47,10 @@ def _fwd(x: torch.Tensor, wt: torch.Tensor, bias: torch.Tensor, doc: torch.Tenso
     return out
 
 
-@_fwd.register_fake
-def _(x, wt, bias, doc, act):  # noqa: ANN001, ANN202
+def _fwd_fake(x, wt, bias, doc, act):  # noqa: ANN001, ANN202
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
-@torch.library.custom_op("hnetbench::doc_conv_cpu_backward", mutates_args=())
 def _bwd(x: torch.Tensor, wt: torch.Tensor, bias: torch.Tensor, doc: torch.Tensor, act: bool,
          dout: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     x, wt, bias, doc = x.contiguous(), wt.contiguous(), bias.contiguous(), doc.contiguous()
@@ -66,8 +64,7 @@ def _bwd(x: torch.Tensor, wt: torch.Tensor, bias: torch.Tensor, doc: torch.Tenso
     return dx, dwt_rows.sum(0), dbias_rows.sum(0)
 
 
-@_bwd.register_fake
-def _(x, wt, bias, doc, act, dout):  # noqa: ANN001, ANN202
+def _bwd_fake(x, wt, bias, doc, act, dout):  # noqa: ANN001, ANN202
     return (torch.empty_like(x, memory_format=torch.contiguous_format),
             torch.empty_like(wt, memory_format=torch.contiguous_format), torch.empty_like(bias))
 
@@ -78,13 +75,13 @@ def _setup(ctx, inputs, output) -> None:  # noqa: ANN001
     ctx.act = act
 
 
-def _backward(ctx, dout):  # noqa: ANN001, ANN202
+def _backward(ctx, kernel, dout):  # noqa: ANN001, ANN202
     x, wt, bias, doc = ctx.saved_tensors
-    dx, dwt, dbias = _bwd(x, wt, bias, doc, ctx.act, dout)
+    dx, dwt, dbias = kernel(x, wt, bias, doc, ctx.act, dout)
     return dx, dwt, dbias, None, None
 
 
-_fwd.register_autograd(_backward, setup_context=_setup)
+_op = kernel_op("doc_conv_cpu", _fwd, _fwd_fake, _bwd, _bwd_fake, _setup, _backward)
 
 
 def doc_conv_cpu(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, doc: torch.Tensor,
@@ -94,4 +91,4 @@ def doc_conv_cpu(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, doc: torc
     or float64 CPU tensors. Call `available()` first."""
     LIBRARY.require("doc_conv_cpu")
     dtype = x.dtype
-    return _fwd(x, w.to(dtype).t(), bias.to(dtype), doc.to(torch.long), silu)
+    return _op(x, w.to(dtype).t(), bias.to(dtype), doc.to(torch.long), silu)

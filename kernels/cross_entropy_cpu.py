@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from hnetbench.kernels.cpu_build import CLibrary, ptr, run_items
+from hnetbench.kernels.cpu_ops import kernel_op
 
 SOURCE = Path(__file__).with_name("cross_entropy_cpu.c")
 IGNORE_INDEX = -100  # a target that is not scored (as torch's default ignore_index)
@@ -38,7 +39,6 @@ def available() -> bool:
     return LIBRARY.available()
 
 
-@torch.library.custom_op("hnetbench::cross_entropy_sum_cpu", mutates_args=())
 def _fwd(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     x, t = x.contiguous(), t.contiguous()  # held in locals while the C code runs
     N, V = x.shape
@@ -47,12 +47,10 @@ def _fwd(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return nats.sum(), stats
 
 
-@_fwd.register_fake
-def _(x, t):  # noqa: ANN001, ANN202
+def _fwd_fake(x, t):  # noqa: ANN001, ANN202
     return x.new_empty(()), x.new_empty(x.shape[0], 2)
 
 
-@torch.library.custom_op("hnetbench::cross_entropy_sum_cpu_backward", mutates_args=())
 def _bwd(x: torch.Tensor, t: torch.Tensor, stats: torch.Tensor,
          g: torch.Tensor) -> torch.Tensor:
     x, t, g = x.contiguous(), t.contiguous(), g.contiguous()
@@ -62,8 +60,7 @@ def _bwd(x: torch.Tensor, t: torch.Tensor, stats: torch.Tensor,
     return dx
 
 
-@_bwd.register_fake
-def _(x, t, stats, g):  # noqa: ANN001, ANN202
+def _bwd_fake(x, t, stats, g):  # noqa: ANN001, ANN202
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
@@ -72,12 +69,12 @@ def _setup(ctx, inputs, output) -> None:  # noqa: ANN001
     ctx.mark_non_differentiable(output[1])  # max and log-sum-exp: an output only to be saved
 
 
-def _backward(ctx, g, _dstats):  # noqa: ANN001, ANN202
+def _backward(ctx, kernel, g, _dstats):  # noqa: ANN001, ANN202
     x, t, stats = ctx.saved_tensors
-    return _bwd(x, t, stats, g.to(x.dtype)), None
+    return kernel(x, t, stats, g.to(x.dtype)), None
 
 
-_fwd.register_autograd(_backward, setup_context=_setup)
+_op = kernel_op("cross_entropy_sum_cpu", _fwd, _fwd_fake, _bwd, _bwd_fake, _setup, _backward)
 
 
 def cross_entropy_sum_cpu(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -90,4 +87,4 @@ def cross_entropy_sum_cpu(logits: torch.Tensor, targets: torch.Tensor) -> torch.
     if bool(bad.any()):
         raise ValueError(f"cross-entropy: target {int(targets[bad][0])} is outside the "
                          f"vocabulary [0, {V}) (and is not the ignore index {IGNORE_INDEX})")
-    return _fwd(logits, targets.long())[0]
+    return _op(logits, targets.long())[0]

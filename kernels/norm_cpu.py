@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from hnetbench.kernels.cpu_build import CLibrary, blocks, ptr, run_items
+from hnetbench.kernels.cpu_ops import kernel_op
 
 SOURCE = Path(__file__).with_name("norm_cpu.c")
 ROWS_PER_ITEM = 64  # positions per work item (and per partial sum of the weight's gradient)
@@ -41,7 +42,6 @@ def available() -> bool:
 
 
 
-@torch.library.custom_op("hnetbench::gated_rms_norm_cpu", mutates_args=())
 def _fwd(x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, group_size: int,
          eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     # held in locals while the C code runs: a pointer into a freed temporary would dangle
@@ -55,13 +55,11 @@ def _fwd(x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, group_size: int
     return y, rs
 
 
-@_fwd.register_fake
-def _(x, z, weight, group_size, eps):  # noqa: ANN001, ANN202
+def _fwd_fake(x, z, weight, group_size, eps):  # noqa: ANN001, ANN202
     return (torch.empty_like(x, memory_format=torch.contiguous_format),
             x.new_empty(*x.shape[:-1], x.shape[-1] // group_size))
 
 
-@torch.library.custom_op("hnetbench::gated_rms_norm_cpu_backward", mutates_args=())
 def _bwd(x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, rs: torch.Tensor,
          group_size: int, dy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     x, z, weight, rs, dy = (t.contiguous() for t in (x, z, weight, rs, dy))
@@ -75,8 +73,7 @@ def _bwd(x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, rs: torch.Tenso
     return dx, dz, dw_items.sum(0)
 
 
-@_bwd.register_fake
-def _(x, z, weight, rs, group_size, dy):  # noqa: ANN001, ANN202
+def _bwd_fake(x, z, weight, rs, group_size, dy):  # noqa: ANN001, ANN202
     return (torch.empty_like(x, memory_format=torch.contiguous_format),
             torch.empty_like(z, memory_format=torch.contiguous_format), torch.empty_like(weight))
 
@@ -88,13 +85,13 @@ def _setup(ctx, inputs, output) -> None:  # noqa: ANN001
     ctx.mark_non_differentiable(output[1])  # 1/rms per group: an output only to be saved
 
 
-def _backward(ctx, dy, _drs):  # noqa: ANN001, ANN202
+def _backward(ctx, kernel, dy, _drs):  # noqa: ANN001, ANN202
     x, z, weight, rs = ctx.saved_tensors
-    dx, dz, dw = _bwd(x, z, weight, rs, ctx.group_size, dy)
+    dx, dz, dw = kernel(x, z, weight, rs, ctx.group_size, dy)
     return dx, dz, dw, None, None
 
 
-_fwd.register_autograd(_backward, setup_context=_setup)
+_gated_op = kernel_op("gated_rms_norm_cpu", _fwd, _fwd_fake, _bwd, _bwd_fake, _setup, _backward)
 
 
 def gated_rms_norm_cpu(x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, group_size: int,
@@ -102,10 +99,9 @@ def gated_rms_norm_cpu(x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, g
     """`models.norm.gated_rms_norm_reference` in one C pass: x, z (..., D), weight (D,), D a
     multiple of `group_size`; float32 or float64 CPU tensors. Call `available()` first."""
     LIBRARY.require("gated_rms_norm_cpu")
-    return _fwd(x, z.to(x.dtype), weight.to(x.dtype), group_size, eps)[0]
+    return _gated_op(x, z.to(x.dtype), weight.to(x.dtype), group_size, eps)[0]
 
 
-@torch.library.custom_op("hnetbench::rms_norm_cpu", mutates_args=())
 def _rms_fwd(x: torch.Tensor, weight: torch.Tensor,
              eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     x, weight = x.contiguous(), weight.contiguous()  # held in locals while the C code runs
@@ -117,12 +113,10 @@ def _rms_fwd(x: torch.Tensor, weight: torch.Tensor,
     return y, rs
 
 
-@_rms_fwd.register_fake
-def _(x, weight, eps):  # noqa: ANN001, ANN202
+def _rms_fwd_fake(x, weight, eps):  # noqa: ANN001, ANN202
     return torch.empty_like(x, memory_format=torch.contiguous_format), x.new_empty(x.shape[:-1])
 
 
-@torch.library.custom_op("hnetbench::rms_norm_cpu_backward", mutates_args=())
 def _rms_bwd(x: torch.Tensor, weight: torch.Tensor, rs: torch.Tensor,
              dy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     x, weight, rs, dy = (t.contiguous() for t in (x, weight, rs, dy))
@@ -134,8 +128,7 @@ def _rms_bwd(x: torch.Tensor, weight: torch.Tensor, rs: torch.Tensor,
     return dx, dw_items.sum(0)
 
 
-@_rms_bwd.register_fake
-def _(x, weight, rs, dy):  # noqa: ANN001, ANN202
+def _rms_bwd_fake(x, weight, rs, dy):  # noqa: ANN001, ANN202
     return torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(weight)
 
 
@@ -144,16 +137,17 @@ def _rms_setup(ctx, inputs, output) -> None:  # noqa: ANN001
     ctx.mark_non_differentiable(output[1])  # 1/rms per position: an output only to be saved
 
 
-def _rms_backward(ctx, dy, _drs):  # noqa: ANN001, ANN202
-    dx, dw = _rms_bwd(*ctx.saved_tensors, dy)
+def _rms_backward(ctx, kernel, dy, _drs):  # noqa: ANN001, ANN202
+    dx, dw = kernel(*ctx.saved_tensors, dy)
     return dx, dw, None
 
 
-_rms_fwd.register_autograd(_rms_backward, setup_context=_rms_setup)
+_rms_op = kernel_op("rms_norm_cpu", _rms_fwd, _rms_fwd_fake, _rms_bwd, _rms_bwd_fake, _rms_setup,
+                    _rms_backward)
 
 
 def rms_norm_cpu(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """`F.rms_norm(x, (D,), weight, eps)` in one C pass: x (..., D), weight (D,); float32 or
     float64 CPU tensors. Call `available()` first."""
     LIBRARY.require("rms_norm_cpu")
-    return _rms_fwd(x, weight.to(x.dtype), eps)[0]
+    return _rms_op(x, weight.to(x.dtype), eps)[0]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from hnetbench.kernels.cpu_build import CLibrary, ptr, run_items
+from hnetbench.kernels.cpu_ops import kernel_op
 
 SOURCE = Path(__file__).with_name("rope_cpu.c")
 
@@ -37,7 +38,6 @@ def available() -> bool:
     return LIBRARY.available()
 
 
-@torch.library.custom_op("hnetbench::qkv_rope_cpu", mutates_args=())
 def _fwd(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
          rotary_dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     # held in locals while the C code runs: a pointer into a freed temporary would dangle
@@ -49,13 +49,11 @@ def _fwd(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
     return q, k, v
 
 
-@_fwd.register_fake
-def _(qkv, cos, sin, rotary_dim):  # noqa: ANN001, ANN202
+def _fwd_fake(qkv, cos, sin, rotary_dim):  # noqa: ANN001, ANN202
     B, L, _, H, hd = qkv.shape
     return tuple(qkv.new_empty(B, H, L, hd) for _ in range(3))
 
 
-@torch.library.custom_op("hnetbench::qkv_rope_cpu_backward", mutates_args=())
 def _bwd(dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor, cos: torch.Tensor,
          sin: torch.Tensor, rotary_dim: int) -> torch.Tensor:
     dq, dk, dv = dq.contiguous(), dk.contiguous(), dv.contiguous()
@@ -67,8 +65,7 @@ def _bwd(dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor, cos: torch.Tensor
     return dqkv
 
 
-@_bwd.register_fake
-def _(dq, dk, dv, cos, sin, rotary_dim):  # noqa: ANN001, ANN202
+def _bwd_fake(dq, dk, dv, cos, sin, rotary_dim):  # noqa: ANN001, ANN202
     B, H, L, hd = dq.shape
     return dq.new_empty(B, L, 3, H, hd)
 
@@ -79,13 +76,13 @@ def _setup(ctx, inputs, output) -> None:  # noqa: ANN001
     ctx.rotary_dim = rotary_dim
 
 
-def _backward(ctx, dq, dk, dv):  # noqa: ANN001, ANN202
+def _backward(ctx, kernel, dq, dk, dv):  # noqa: ANN001, ANN202
     # an output the loss does not use gets a zero gradient here (custom ops materialize them)
     cos, sin = ctx.saved_tensors
-    return _bwd(dq, dk, dv, cos, sin, ctx.rotary_dim), None, None, None
+    return kernel(dq, dk, dv, cos, sin, ctx.rotary_dim), None, None, None
 
 
-_fwd.register_autograd(_backward, setup_context=_setup)
+_op = kernel_op("qkv_rope_cpu", _fwd, _fwd_fake, _bwd, _bwd_fake, _setup, _backward)
 
 
 def qkv_rope_cpu(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
@@ -94,4 +91,4 @@ def qkv_rope_cpu(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
     first `rotary_dim` dims with cos, sin (B, L, rotary_dim // 2) in qkv's dtype; float32 or
     float64 CPU tensors. Call `available()` first."""
     LIBRARY.require("qkv_rope_cpu")
-    return _fwd(qkv, cos, sin, rotary_dim)
+    return _op(qkv, cos, sin, rotary_dim)

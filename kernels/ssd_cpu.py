@@ -24,6 +24,7 @@ import torch
 from hnetbench.kernels.cpu_build import CLibrary
 from hnetbench.kernels.cpu_build import ptr as _ptr
 from hnetbench.kernels.cpu_build import run_items as _run
+from hnetbench.kernels.cpu_ops import kernel_op
 
 SOURCE = Path(__file__).with_name("ssd_cpu.c")
 BLOCK = 64  # positions between the forward's saved states (the backward recomputes a block)
@@ -71,7 +72,6 @@ def _layout(x, dt, la, B, C, doc, D):  # noqa: ANN001, ANN202
         D.contiguous()
 
 
-@torch.library.custom_op("hnetbench::ssd_scan_cpu", mutates_args=())
 def _fwd(x: torch.Tensor, dt: torch.Tensor, la: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
          doc: torch.Tensor, D: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     x, dt, la, B, C, doc, D = _layout(x, dt, la, B, C, doc, D)
@@ -86,13 +86,11 @@ def _fwd(x: torch.Tensor, dt: torch.Tensor, la: torch.Tensor, B: torch.Tensor, C
     return y, final, ckpt
 
 
-@_fwd.register_fake
-def _(x, dt, la, B, C, doc, D):  # noqa: ANN001, ANN202
+def _fwd_fake(x, dt, la, B, C, doc, D):  # noqa: ANN001, ANN202
     b, L, H, P, G, N, nb = _shapes(x, B)
     return torch.empty_like(x), x.new_empty(b, H, P, N), x.new_empty(b, H, nb, N, P)
 
 
-@torch.library.custom_op("hnetbench::ssd_scan_cpu_backward", mutates_args=())
 def _bwd(x: torch.Tensor, dt: torch.Tensor, la: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
          doc: torch.Tensor, D: torch.Tensor, ckpt: torch.Tensor, dy: torch.Tensor,
          dfinal: torch.Tensor | None
@@ -115,8 +113,7 @@ def _bwd(x: torch.Tensor, dt: torch.Tensor, la: torch.Tensor, B: torch.Tensor, C
     return dx, ddt, dla, dB, dC, dD.sum(0)
 
 
-@_bwd.register_fake
-def _(x, dt, la, B, C, doc, D, ckpt, dy, dfinal):  # noqa: ANN001, ANN202
+def _bwd_fake(x, dt, la, B, C, doc, D, ckpt, dy, dfinal):  # noqa: ANN001, ANN202
     return (torch.empty_like(x), torch.empty_like(dt), torch.empty_like(la),
             torch.empty_like(B, memory_format=torch.contiguous_format),
             torch.empty_like(C, memory_format=torch.contiguous_format), torch.empty_like(D))
@@ -128,15 +125,15 @@ def _setup(ctx, inputs, output) -> None:  # noqa: ANN001
     ctx.mark_non_differentiable(output[2])  # the saved states: an output only to be saved
 
 
-def _backward(ctx, dy, dfinal, _dckpt):  # noqa: ANN001, ANN202
+def _backward(ctx, kernel, dy, dfinal, _dckpt):  # noqa: ANN001, ANN202
     x, dt, la, B, C, doc, D, ckpt = ctx.saved_tensors
     if dy is None:
         dy = torch.zeros_like(x)
-    dx, ddt, dla, dB, dC, dD = _bwd(x, dt, la, B, C, doc, D, ckpt, dy, dfinal)
+    dx, ddt, dla, dB, dC, dD = kernel(x, dt, la, B, C, doc, D, ckpt, dy, dfinal)
     return dx, ddt, dla, dB, dC, None, dD
 
 
-_fwd.register_autograd(_backward, setup_context=_setup)
+_op = kernel_op("ssd_scan_cpu", _fwd, _fwd_fake, _bwd, _bwd_fake, _setup, _backward)
 
 
 def ssd_scan_cpu(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
@@ -153,5 +150,5 @@ def ssd_scan_cpu(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Te
     dtype = x.dtype
     dt, B, C = dt.to(dtype), B.to(dtype), C.to(dtype)
     D = x.new_zeros(x.shape[2]) if D is None else D.to(dtype)
-    y, final, _ = _fwd(x, dt, dt * A.to(dtype), B, C, doc.to(torch.long), D)
+    y, final, _ = _op(x, dt, dt * A.to(dtype), B, C, doc.to(torch.long), D)
     return y, final

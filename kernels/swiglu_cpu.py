@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from hnetbench.kernels.cpu_build import CLibrary, blocks, ptr, run_items
+from hnetbench.kernels.cpu_ops import kernel_op
 
 SOURCE = Path(__file__).with_name("swiglu_cpu.c")
 ROWS_PER_ITEM = 64  # positions per work item
@@ -37,7 +38,6 @@ def available() -> bool:
 
 
 
-@torch.library.custom_op("hnetbench::swiglu_cpu", mutates_args=())
 def _fwd(h: torch.Tensor) -> torch.Tensor:
     h = h.contiguous()  # held in a local while the C code runs
     D = h.shape[-1] // 2
@@ -48,12 +48,10 @@ def _fwd(h: torch.Tensor) -> torch.Tensor:
     return y
 
 
-@_fwd.register_fake
-def _(h):  # noqa: ANN001, ANN202
+def _fwd_fake(h):  # noqa: ANN001, ANN202
     return h.new_empty(*h.shape[:-1], h.shape[-1] // 2)
 
 
-@torch.library.custom_op("hnetbench::swiglu_cpu_backward", mutates_args=())
 def _bwd(h: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
     h, dy = h.contiguous(), dy.contiguous()
     D = h.shape[-1] // 2
@@ -64,8 +62,7 @@ def _bwd(h: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
     return dh
 
 
-@_bwd.register_fake
-def _(h, dy):  # noqa: ANN001, ANN202
+def _bwd_fake(h, dy):  # noqa: ANN001, ANN202
     return torch.empty_like(h, memory_format=torch.contiguous_format)
 
 
@@ -73,15 +70,15 @@ def _setup(ctx, inputs, output) -> None:  # noqa: ANN001
     ctx.save_for_backward(inputs[0])
 
 
-def _backward(ctx, dy):  # noqa: ANN001, ANN202
-    return _bwd(ctx.saved_tensors[0], dy)
+def _backward(ctx, kernel, dy):  # noqa: ANN001, ANN202
+    return kernel(ctx.saved_tensors[0], dy)
 
 
-_fwd.register_autograd(_backward, setup_context=_setup)
+_op = kernel_op("swiglu_cpu", _fwd, _fwd_fake, _bwd, _bwd_fake, _setup, _backward)
 
 
 def swiglu_cpu(h: torch.Tensor) -> torch.Tensor:
     """silu(gate) * value for h = cat(gate, value) along the last dim; float32 or float64 CPU
     tensors. Call `available()` first."""
     LIBRARY.require("swiglu_cpu")
-    return _fwd(h)
+    return _op(h)
