@@ -71,6 +71,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="perturb only the context or only the choices (default both)")
     p.add_argument("--out", help="directory for robustness.csv and robustness.md")
     p.add_argument("--label", default=None, help="model label in the table (default: run name)")
+    p.add_argument("--record-tasks", action="store_true",
+                   help="also record the clean tasks' results under 'tasks' in eval.json, as "
+                   "`hnetbench eval lm` with the same --tasks and --limit would (sweeps use it "
+                   "instead of scoring the same items twice)")
 
     p = sub.add_parser("tasks", help="list hnetbench's offline tasks")
     p.set_defaults(checkpoint=None)
@@ -190,9 +194,20 @@ def _limit(x: float | None) -> int | float | None:
     return None if x is None else (int(x) if x >= 1 else x)
 
 
+def _print_tasks(results: dict[str, dict]) -> None:
+    """One line per task: accuracies with their intervals, then its other metrics."""
+    from hnetbench.evals.intervals import format_acc
+
+    for name, m in results.items():
+        n = (m.get("ci95") or {}).get("n")
+        accs = [f"{k} {format_acc(m[k], n)}" for k in ("acc", "acc_norm") if k in m]
+        rest = [f"{k} {v:.4f}" for k, v in sorted(m.items())
+                if isinstance(v, float) and k not in ("acc", "acc_norm")]
+        print(f"{name}: " + ", ".join(accs + rest))
+
+
 def _lm(args: argparse.Namespace) -> int:
     from hnetbench.evals.harness import load_specs, run_tasks
-    from hnetbench.evals.intervals import format_acc
 
     names = _tasks(args.tasks)
     tm, specs, _ = load_specs(names, args.include_path)  # unknown names fail before the model
@@ -200,12 +215,7 @@ def _lm(args: argparse.Namespace) -> int:
         return 1
     lm, _ = _lm_from(args)
     results = run_tasks(lm, specs, limit=_limit(args.limit), tm=tm)
-    for name, m in results.items():
-        n = (m.get("ci95") or {}).get("n")
-        accs = [f"{k} {format_acc(m[k], n)}" for k in ("acc", "acc_norm") if k in m]
-        rest = [f"{k} {v:.4f}" for k, v in sorted(m.items())
-                if isinstance(v, float) and k not in ("acc", "acc_norm")]
-        print(f"{name}: " + ", ".join(accs + rest))
+    _print_tasks(results)
     if results:
         _save(args, {"tasks": results})
     return 0 if results else 1
@@ -228,8 +238,10 @@ def _robustness(args: argparse.Namespace) -> int:
     if not tasks:
         return 1
     lm, run_cfg = _lm_from(args)
+    clean: dict[str, dict] = {}
     res = run_robustness(lm, tasks, perts, cfg, limit=_limit(args.limit), metric=args.metric,
-                         context=args.only != "choices", choices=args.only != "context")
+                         context=args.only != "choices", choices=args.only != "context",
+                         clean_results=clean)
     csv_text, md = table(res, perts, label=args.label or run_cfg.name)
     print(md, end="")
     if args.out:
@@ -240,10 +252,14 @@ def _robustness(args: argparse.Namespace) -> int:
         atomic_write_text(out / "robustness.md",
                           md + "\nsettings: `" + json.dumps(meta, sort_keys=True) + "`\n")
         print(f"wrote {out / 'robustness.csv'} and {out / 'robustness.md'}")
-    if res:
-        keep = ("clean", *perts, "avg", "score", "chance", "ci95", "na", "changed")
-        _save(args, {"robustness": {t: {k: r.get(k) for k in keep if k in r}
-                                    for t, r in res.items()}})
+    keep = ("clean", *perts, "avg", "score", "chance", "ci95", "na", "changed")
+    update: dict[str, Any] = {"robustness": {t: {k: r.get(k) for k in keep if k in r}
+                                             for t, r in res.items()}} if res else {}
+    if args.record_tasks and clean:
+        _print_tasks(clean)
+        update["tasks"] = clean
+    if update:
+        _save(args, update)
     return 0 if res else 1
 
 

@@ -139,9 +139,13 @@ def run_robustness(
     metric: str = "acc",
     context: bool = True,
     choices: bool = True,
+    clean_results: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """{task: {"clean": acc, <perturbation>: acc | None (n/a), "avg", "chance", "score",
-    "ci95": {"n": items, <col>: [lo, hi]}, "na": [...], "changed": {p: share changed}}}."""
+    "ci95": {"n": items, <col>: [lo, hi]}, "na": [...], "changed": {p: share changed}}}.
+
+    `clean_results`, if given, receives each unperturbed task's full results (every metric and
+    its interval, as `harness.run_tasks` gives them for the task alone)."""
     from hnetbench.evals.harness import run_tasks
 
     cfg = cfg or PerturbConfig()
@@ -150,6 +154,8 @@ def run_robustness(
     for name, task in tasks.items():
         if task.get_config("output_type") != "multiple_choice":
             print(f"task {name}: not multiple-choice; skipped for robustness")
+            if clean_results is not None:  # its clean results are still asked for
+                variants[name] = task
             continue
         variants[name] = task
         changed[name] = {}
@@ -160,9 +166,11 @@ def run_robustness(
                 v = perturbed_task(task, p, cfg, context, choices)
                 variants[v.task_name] = v
     results = run_tasks(lm, variants, limit=limit)
+    if clean_results is not None:
+        clean_results.update({n: results[n] for n in tasks if n in results})
     out: dict[str, dict[str, Any]] = {}
     for name, task in tasks.items():
-        if name not in results or metric not in results[name]:
+        if name not in changed or name not in results or metric not in results[name]:
             continue
         n = (results[name].get("ci95") or {}).get("n")
         row: dict[str, Any] = {"clean": results[name][metric], "changed": changed[name],

@@ -204,13 +204,19 @@ def run_evals(run_dir: Path, spec: dict[str, Any],
     if spec.get("bpb", True):
         for split in spec.get("splits") or ["val"]:
             steps.append((f"bpb/{split}", ["bpb", *ck, "--split", split]))
-    if tasks:
-        steps.append(("tasks", ["lm", *ck, "--tasks", ",".join(tasks), *limit]))
+    robust, rlimit = [], None
     if spec.get("robustness"):  # its own tasks and limit when a `robustness:` section chose
         robust = _task_names(run_dir, spec.get("robustness_tasks") or tasks or ["hellaswag"])
         rlimit = spec.get("robustness_limit", spec.get("limit"))
+    # the same tasks at the same limit: the robustness eval's clean columns are the task eval,
+    # recorded under "tasks" by it (the items are scored once, not twice)
+    shared = bool(tasks) and sorted(robust) == sorted(tasks) and rlimit == spec.get("limit")
+    if tasks and not shared:
+        steps.append(("tasks", ["lm", *ck, "--tasks", ",".join(tasks), *limit]))
+    if robust:
         steps.append(("robustness", ["robustness", *ck, "--tasks", ",".join(robust),
-                                     *(["--limit", str(rlimit)] if rlimit else [])]))
+                                     *(["--limit", str(rlimit)] if rlimit else []),
+                                     *(["--record-tasks"] if shared else [])]))
     outcome: dict[str, str] = {}
     for name, argv in steps:
         cpu0 = time.process_time()
@@ -229,6 +235,8 @@ def run_evals(run_dir: Path, spec: dict[str, Any],
             outcome[name] = f"error: {_one_line(e)}"
         if cpu_s is not None:
             cpu_s[name] = round(time.process_time() - cpu0, 2)
+    if shared:
+        outcome["tasks"] = outcome["robustness"]
     return outcome
 
 

@@ -236,3 +236,36 @@ def test_score_with_the_uniform_reference_model(uniform_lm):
         assert row["avg"] == row["drop"]
     _, md = table(res, ("uppercase", "drop"))
     assert md.count("n/a") == 2
+
+
+@pytest.mark.slow
+def test_job_scores_shared_tasks_once_and_records_them_as_the_task_eval(run_dir, tmp_path):
+    """A job whose robustness eval covers its task eval (same tasks, same limit) runs only the
+    robustness eval, which records the clean tasks under "tasks" -- the same results
+    `hnetbench eval lm` gives for those tasks alone."""
+    import shutil
+
+    from hnetbench.cli import main
+    from hnetbench.sweeps.job import run_evals
+
+    rd = tmp_path / "run"
+    shutil.copytree(run_dir, rd)
+    (rd / "eval.json").unlink(missing_ok=True)
+    task = "hnb_bb_goal_inference"
+    cpu_s: dict[str, float] = {}
+    outcome = run_evals(rd, {"bpb": False, "tasks": [task], "limit": 8, "robustness": True,
+                             "robustness_tasks": [task], "robustness_limit": 8}, cpu_s)
+    assert outcome == {"robustness": "ok", "tasks": "ok"} and set(cpu_s) == {"robustness"}
+    ev = json.loads((rd / "eval.json").read_text())
+    alone = tmp_path / "alone.json"
+    assert main(["eval", "lm", "--checkpoint", str(rd), "--tasks", task, "--limit", "8",
+                 "--eval-json", str(alone)]) == 0
+    want = json.loads(alone.read_text())["tasks"]
+    assert ev["tasks"] == want and want[task]["ci95"]["n"] == 8
+    assert ev["robustness"][task]["clean"] == want[task]["acc"]
+    # different limits: two evals, as before
+    cpu_s.clear()
+    outcome = run_evals(rd, {"bpb": False, "tasks": [task], "limit": 8, "robustness": True,
+                             "robustness_tasks": [task], "robustness_limit": 4}, cpu_s)
+    assert outcome == {"tasks": "ok", "robustness": "ok"} and list(cpu_s) == ["tasks",
+                                                                               "robustness"]
