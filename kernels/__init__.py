@@ -6,7 +6,8 @@ tensors works only under TRITON_INTERPRET=1 (set before triton is first imported
 The Triton modules are imported lazily so importing this package never pulls in triton.
 `ssd_cpu`, `conv_cpu` and `norm_cpu` are the Mamba-2 mixer's scan, conv + SiLU and gated RMSNorm
 as C loops for CPU tensors, built by `cpu_build` (used through `models.ssd.ssd_scan`,
-`models.doc_conv.doc_conv` and `models.norm.GatedRMSNorm`).
+`models.doc_conv.doc_conv` and `models.norm.GatedRMSNorm`); `ema_cpu` is the smoothing EMA's
+(`ema_smooth` on float32/float64 CPU tensors, whatever `backend` says but triton).
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ def ema_smooth(x: torch.Tensor, p: torch.Tensor, backend: str = "auto") -> torch
         from hnetbench.kernels.ema_triton import ema_triton
 
         return ema_triton(x, p)
+    from hnetbench.kernels import cpu_build, ema_cpu
+
+    if cpu_build.handles(x) and ema_cpu.available():  # (builds the C file on first use)
+        return ema_cpu.ema_cpu(x, p)
     return ema_chunked(x, p)
 
 
