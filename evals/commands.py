@@ -255,9 +255,15 @@ def _robustness(args: argparse.Namespace) -> int:
     keep = ("clean", *perts, "avg", "score", "chance", "ci95", "na", "changed")
     update: dict[str, Any] = {"robustness": {t: {k: r.get(k) for k in keep if k in r}
                                              for t, r in res.items()}} if res else {}
-    if args.record_tasks and clean:
+    if args.record_tasks:
+        if sorted(names) != sorted(clean):  # groups, tags or paths: lm-eval's own run over the
+            from hnetbench.evals.harness import load_specs, run_tasks  # names (aggregates too)
+
+            tm, specs, _ = load_specs(names, args.include_path)
+            clean = run_tasks(lm, specs, limit=_limit(args.limit), tm=tm)
         _print_tasks(clean)
-        update["tasks"] = clean
+        if clean:
+            update["tasks"] = clean
     if update:
         _save(args, update)
     return 0 if res else 1

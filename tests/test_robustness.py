@@ -263,6 +263,15 @@ def test_job_scores_shared_tasks_once_and_records_them_as_the_task_eval(run_dir,
     want = json.loads(alone.read_text())["tasks"]
     assert ev["tasks"] == want and want[task]["ci95"]["n"] == 8
     assert ev["robustness"][task]["clean"] == want[task]["acc"]
+    # a tag (or group) names no leaf: its record is lm-eval's own run over the name
+    tagged, alone = tmp_path / "tagged.json", tmp_path / "tag_alone.json"
+    assert main(["eval", "robustness", "--checkpoint", str(rd), "--tasks", "hnb_cont", "--limit",
+                 "2", "--perturbations", "drop", "--record-tasks", "--eval-json",
+                 str(tagged)]) == 0
+    assert main(["eval", "lm", "--checkpoint", str(rd), "--tasks", "hnb_cont", "--limit", "2",
+                 "--eval-json", str(alone)]) == 0
+    want = json.loads(alone.read_text())["tasks"]
+    assert json.loads(tagged.read_text())["tasks"] == want and "hnb_cont_zh" in want
     # different limits: two evals, as before
     cpu_s.clear()
     outcome = run_evals(rd, {"bpb": False, "tasks": [task], "limit": 8, "robustness": True,
