@@ -2,10 +2,11 @@
 
 torch.compile needs each kernel as an opaque op (`torch.library.custom_op`): a forward op whose
 registered autograd calls a backward op. Each layer of that machinery costs Python time on
-every call. Measured on this machine (rms_norm on one row, so the C work is nil): ~80 us per
-forward + backward through the ops against ~50 us through one plain `torch.autograd.Function`
-running the same code, and ~19 us against ~7 us for a call without autograd. A training step
-makes ~70 kernel calls forward and as many backward, an eval forward ~65.
+every call. Measured on this machine (rms_norm on one row, so the C work is nil; JSON
+benchmarks/results/dispatch_cpu_stop27.json): ~76 us per forward + backward through the ops
+against ~35 us through one plain `torch.autograd.Function` running the same code, and ~18 us
+against ~7.5 us for a call without autograd. A training step makes ~70 kernel calls forward
+and as many backward, an eval forward ~65.
 
 `kernel_op` registers both ops (tests `opcheck` them; compiled blocks trace them) and returns
 the function the models call: the forward op while torch.compile traces; otherwise the same
@@ -35,7 +36,7 @@ def kernel_op(name: str, forward: Callable, forward_fake: Callable, backward_ker
     schemas); the fakes return empty outputs of the right shapes for tracing;
     setup_context(ctx, inputs, output) saves what the backward needs; backward(ctx, kernel,
     *grads) returns one gradient per input, computing them with `kernel` (the backward op when
-    traced, `backward_kernel` itself in eager mode). The op is the entry point's `.op`."""
+    traced, `backward_kernel` itself in eager mode)."""
     fwd_op = torch.library.custom_op(f"hnetbench::{name}", forward, mutates_args=())
     fwd_op.register_fake(forward_fake)
     bwd_op = torch.library.custom_op(f"hnetbench::{name}_backward", backward_kernel,
@@ -49,7 +50,7 @@ def kernel_op(name: str, forward: Callable, forward_fake: Callable, backward_ker
 
     class Eager(torch.autograd.Function):
         # forward(ctx, ...), not a separate setup_context: with one, every apply() binds the
-        # arguments to forward's signature through inspect (~10 us a call)
+        # arguments to forward's signature through inspect (~15 us a call)
         @staticmethod
         def forward(ctx, *args):  # noqa: ANN001, ANN002, ANN205
             output = forward(*args)
@@ -70,6 +71,5 @@ def kernel_op(name: str, forward: Callable, forward_fake: Callable, backward_ker
             return Eager.apply(*args)
         return forward(*args)
 
-    call.op = fwd_op  # type: ignore[attr-defined]
     call.__name__ = name
     return call
