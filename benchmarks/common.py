@@ -95,18 +95,25 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
         print("  ".join(fmt(r.get(c, "")).ljust(w) for c, w in zip(columns, widths)))
 
 
-def preset_training(preset: str):  # noqa: ANN201
-    """(config, model, its fused AdamW at the preset's learning rate, an iterator over training
-    batches) for a preset, the model built after torch.manual_seed(0), as the trainer would."""
-    from hnetbench.config import resolve
+def run_training(cfg):  # noqa: ANN001, ANN201
+    """(model, its fused AdamW at the config's learning rate, an iterator over training
+    batches) for a resolved run config, the model built after torch.manual_seed(0), as the
+    trainer would."""
     from hnetbench.data import build_loader
     from hnetbench.models import build_model
 
-    cfg = resolve(base={"preset": preset})
     torch.manual_seed(0)
     model = build_model(cfg.model)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, fused=True)
-    return cfg, model, opt, iter(build_loader(cfg.data, "train", 0))
+    return model, opt, iter(build_loader(cfg.data, "train", 0))
+
+
+def preset_training(preset: str):  # noqa: ANN201
+    """(config, model, optimizer, training batches) for a preset: `run_training` of it."""
+    from hnetbench.config import resolve
+
+    cfg = resolve(base={"preset": preset})
+    return (cfg, *run_training(cfg))
 
 
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict):  # noqa: ANN201

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, print_table, write_json  # noqa: E402
+from common import machine, print_table, run_training, train_step, write_json  # noqa: E402
 
 VARIANTS = ("ops", "twin", "twin+ema")
 
@@ -80,27 +80,18 @@ def _use(variant: str, real_tracing, real_ema) -> None:  # noqa: ANN001
 
 
 def steps(run_index: int, rounds: int, settle: int) -> list[dict]:
-    from hnetbench.data import build_loader
     from hnetbench.kernels import cpu_ops, ema_cpu
-    from hnetbench.models import build_model
     from hnetbench.sweeps.spec import expand, load_spec
     from hnetbench.train.malloc import keep_freed_memory
 
     keep_freed_memory()  # as the trainer does
     spec = Path(__file__).resolve().parents[1] / "sweeps/specs/cpu.yaml"
     run = expand(load_spec(spec))[run_index]
-    cfg = run.cfg
-    torch.manual_seed(0)
-    model = build_model(cfg.model)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, fused=True)
-    loader = iter(build_loader(cfg.data, "train", 0))
+    model, opt, loader = run_training(run.cfg)
     batches = [next(loader) for _ in range(4)]
 
     def train(b: dict) -> None:
-        out = model(b["input_ids"], targets=b["targets"], doc_start=b["doc_start"])
-        out.loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        train_step(model, opt, b)
 
     def evaluate(b: dict) -> None:
         with torch.no_grad():

@@ -72,7 +72,7 @@ def _git(args: list[str], cwd: Path) -> str:
     return r.stdout.strip()
 
 
-def measure(repo: Path, commit: str, spec_text: str, work: Path, i: int = 0) -> dict:
+def measure(repo: Path, commit: str, spec_text: str, work: Path, i: int) -> dict:
     """The i-th measurement (its own clone and home: a commit may be listed more than once)."""
     clone = work / f"clone-{i}-{commit[:12]}"
     home = work / f"home-{i}-{commit[:12]}"

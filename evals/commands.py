@@ -222,7 +222,7 @@ def _lm(args: argparse.Namespace) -> int:
 
 
 def _robustness(args: argparse.Namespace) -> int:
-    from hnetbench.evals.harness import load_tasks
+    from hnetbench.evals.harness import load_specs, run_tasks
     from hnetbench.evals.perturb import ALL_PERTURBATIONS, PerturbConfig
     from hnetbench.evals.robustness import run_robustness, table
 
@@ -234,7 +234,7 @@ def _robustness(args: argparse.Namespace) -> int:
         )
     cfg = PerturbConfig.from_overrides(args.perturb_opt)
     names = _tasks(args.tasks)
-    tasks = load_tasks(names, include_paths=args.include_path)  # unknown names fail first
+    tm, specs, tasks = load_specs(names, args.include_path)  # unknown names fail first
     if not tasks:
         return 1
     lm, run_cfg = _lm_from(args)
@@ -256,10 +256,9 @@ def _robustness(args: argparse.Namespace) -> int:
     update: dict[str, Any] = {"robustness": {t: {k: r.get(k) for k in keep if k in r}
                                              for t, r in res.items()}} if res else {}
     if args.record_tasks:
-        if sorted(names) != sorted(clean):  # groups, tags or paths: lm-eval's own run over the
-            from hnetbench.evals.harness import load_specs, run_tasks  # names (aggregates too)
-
-            tm, specs, _ = load_specs(names, args.include_path)
+        if sorted(names) != sorted(clean):
+            # groups, tags or paths name no leaf: lm-eval's own run over the names, as `eval lm`
+            # does (group aggregates included)
             clean = run_tasks(lm, specs, limit=_limit(args.limit), tm=tm)
         _print_tasks(clean)
         if clean:
