@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 from hnetbench.evals.bpb import check_vocab, model_device, score_tails, windows
+from hnetbench.evals.continuations import can_extend, score_continuations
 from lm_eval.api.instance import Instance
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
@@ -101,18 +102,29 @@ class HNetBenchLM(LM):
 
     # ------------------------------------------------------------------ lm-eval API
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
-        seqs, tails, todo = [], [], []
+        """Requests that fit in max_length score each distinct context once and its
+        continuations from the model's cache (evals/continuations.py) when the model can;
+        the others score context + continuation as one sequence, left-truncated."""
+        seqs, tails, todo, pairs, shared = [], [], [], [], []
+        extend = can_extend(self.model)
         for i, req in enumerate(requests):
             context, continuation = req.args[0], req.args[1]
             if not continuation:  # the empty string: probability 1, nothing to score
                 continue
             ctx, cont = self._pair(context, continuation)
+            if extend and len(ctx) + len(cont) <= self.max_length + 1:
+                pairs.append((ctx, cont))
+                shared.append(i)
+                continue
             cont = cont[-self.max_length :]
             seqs.append((ctx + cont)[-(self.max_length + 1) :])
             tails.append(len(cont))
             todo.append(i)
         scored = dict(zip(todo, score_tails(self.model, seqs, tails, 0, self.tok.bos_id,
                                             self.batch_size))) if seqs else {}
+        if pairs:
+            scored.update(zip(shared, score_continuations(self.model, pairs, self.tok.bos_id,
+                                                          self.batch_size)))
         out = []
         for i, req in enumerate(requests):
             if i not in scored:

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from hnetbench.kernels import attn_cpu, cpu_build, rope_cpu
-from hnetbench.models.seqinfo import Seq, Step
+from hnetbench.models.seqinfo import Extension, Seq, Step
 
 try:  # optional fast path, CUDA only
     from flash_attn import flash_attn_varlen_func
@@ -157,3 +157,31 @@ class Attention(nn.Module):
             q, cache["k"][r], cache["v"][r], attn_mask=mask[:, None, None]
         )
         return self.out_proj(y.transpose(1, 2).reshape(n, 1, -1))
+
+    def extend(self, x: torch.Tensor, ext: Extension, cache: dict) -> torch.Tensor:
+        """x (n, L, d): L new positions after the cached rows `ext.rows` (read-only). Keys are
+        the row's cached slots before the extension (same document, within the window) and the
+        new positions (causal); torch SDPA with that mask. When each cached row is continued
+        `ext.repeat` times, its continuations run as one row of repeat x L queries against the
+        cached keys once, each continuation seeing only its own new keys."""
+        n, L, _ = x.shape
+        q, k, v = self._qkv(x, ext.pos)  # (n, H, L, hd)
+        c = ext.repeat or 1
+        rows, slot, doc = ext.rows[::c], ext.slot[::c], ext.doc[::c]  # one per cached row
+        kc, vc, docc = (cache[name].index_select(0, rows) for name in ("k", "v", "doc"))
+        slots = torch.arange(kc.shape[2], device=x.device)
+        old = ((slots[None, None, :] < slot[:, :1, None])  # slots from `slot` on: stale
+               & (docc[:, None, :] == doc[:, :, None])
+               & self._mask(slot, slots))  # (m, L, slots)
+        if c > 1:  # (n, H, L, hd) -> (m, H, c L, hd): continuation j's position i at j L + i
+            q, k, v = (t.unflatten(0, (-1, c)).transpose(1, 2).flatten(2, 3) for t in (q, k, v))
+            own = torch.arange(c, device=x.device).repeat_interleave(L)
+            old, slot = old.repeat(1, c, 1), slot.repeat(1, c)
+            new = self._mask(slot, slot) & (own[:, None] == own[None, :])
+        else:
+            new = self._mask(slot, slot)
+        y = F.scaled_dot_product_attention(q, torch.cat([kc, k], 2), torch.cat([vc, v], 2),
+                                           attn_mask=torch.cat([old, new], dim=-1)[:, None])
+        if c > 1:  # back to (n, L, H, hd)
+            return self.out_proj(y.unflatten(2, (c, L)).permute(0, 2, 3, 1, 4).reshape(n, L, -1))
+        return self.out_proj(y.transpose(1, 2).reshape(n, L, -1))

@@ -16,7 +16,7 @@ from hnetbench.models.attention import Attention
 from hnetbench.models.mamba2 import Mamba2
 from hnetbench.models.mlp import SwiGLU
 from hnetbench.models.norm import RMSNorm
-from hnetbench.models.seqinfo import Seq, Step
+from hnetbench.models.seqinfo import Extension, Seq, Step
 
 _TOKEN = re.compile(r"([mMtT])(\d+)")
 
@@ -90,6 +90,12 @@ class Block(nn.Module):
 
     def step(self, x: torch.Tensor, st: Step, cache: dict) -> torch.Tensor:
         x = x + self.mixer.step(self.norm1(x), st, cache)
+        if self.mlp is not None:
+            x = x + self.mlp(self.norm2(x))
+        return x
+
+    def extend(self, x: torch.Tensor, ext: Extension, cache: dict) -> torch.Tensor:
+        x = x + self.mixer.extend(self.norm1(x), ext, cache)
         if self.mlp is not None:
             x = x + self.mlp(self.norm2(x))
         return x

@@ -22,7 +22,7 @@ from hnetbench.models import chunking
 from hnetbench.models.blocks import LevelSpec
 from hnetbench.models.isotropic import Isotropic
 from hnetbench.models.routing import Router, boundaries, space_boundaries, spacelike
-from hnetbench.models.seqinfo import Seq, Step
+from hnetbench.models.seqinfo import Extension, Seq, Step
 
 # Full-sequence forwards pack the rows' chunks into one row for the inner network (see
 # HNet.forward); False keeps the padded batch layout (tests hold the two equal).
@@ -238,6 +238,61 @@ class HNet(nn.Module):
         factor = chunking.ste(chunking.confidence(p, b), self.opt.ste)
         y = cache["zbar"][rows] * factor[:, None] + self._residual(h1)
         return self.decoder.step(y[:, None], st, cache["dec"])
+
+    def can_extend(self) -> bool:
+        """Whether `extend` covers this configuration (pooled downsampling does not)."""
+        return self.is_main or (self.opt.downsample == "select" and self.inner.can_extend())
+
+    def extend(self, x: torch.Tensor, ext: Extension, cache: dict,
+               ids: torch.Tensor | None = None) -> torch.Tensor:
+        """x (n, L, D): L new positions after the cached rows `ext.rows`, read-only (the cache
+        is not advanced): what `step` would give position by position, as sequences. The new
+        positions continue their rows' documents; positions past `ext.lengths` are padding."""
+        if self.is_main:
+            return self.main.extend(x, ext, cache["main"])
+        h = self.encoder.extend(x, ext, cache["enc"])
+        n, L, _ = h.shape
+        r = ext.rows
+        if self.opt.chunking == "dc":
+            if self.router.kind == "cosine":
+                k = self.router.k_proj(h)
+                prev = torch.cat([cache["k"][r][:, None], k[:, :-1]], dim=1)
+                cos = F.cosine_similarity(self.router.q_proj(h), prev, dim=-1, eps=1e-6)
+                p = torch.clamp(0.5 * (1 - cos), 0.0, 1.0)
+            else:
+                p = torch.sigmoid(self.router.score(h).squeeze(-1).float()).to(h.dtype)
+            b = p > 0.5
+        else:
+            if self.opt.chunking == "space":
+                sp = spacelike(ids)
+                b = sp & ~torch.cat([cache["prev_space"][r][:, None], sp[:, :-1]], dim=1)
+            else:
+                b = ext.pos % self.opt.pool_size == 0
+            p = b.to(h.dtype)
+        b = b & (torch.arange(L, device=h.device)[None] < ext.lengths[:, None])
+        # the new chunks (select: h at the boundaries), after each row's cached ones
+        xc, cmask, idx = chunking.downsample(h, b, ext.doc, "select")
+        m = cmask.sum(1)
+        zc = xc.new_zeros(n, 0, self.d)
+        if xc.shape[1]:
+            if self.pad is not None:
+                xc = torch.cat([xc, self.pad.to(xc.dtype).expand(*xc.shape[:2], -1)], dim=-1)
+            inner = Extension.after(cache["inner"], r, m, xc.shape[1], ext.repeat)
+            zc = self.inner.extend(xc, inner, cache["inner"])[..., : self.d]
+        # smoothing from the cached last chunk: prepend it as a restart (P = 1 copies it)
+        prev = cache["zbar"][r][:, None]
+        P = torch.where(cmask, p.gather(1, idx), torch.ones_like(p[:, :1]))
+        if self.opt.smoothing and self._ref_clamp:
+            zc, P = chunking.clamp_like_reference(zc, P)
+        zs = torch.cat([prev, zc], dim=1)
+        if self.opt.smoothing:
+            zs = chunking.smooth(zs, torch.cat([torch.ones_like(P[:, :1]), P], dim=1), True,
+                                 self.opt.kernels)
+        # position t reads the latest chunk at or before it: cached (0) until a new one starts
+        up = zs.gather(1, b.long().cumsum(1)[..., None].expand(-1, -1, self.d))
+        factor = chunking.ste(chunking.confidence(p, b), self.opt.ste)
+        y = up * factor[..., None] + self._residual(h)
+        return self.decoder.extend(y, ext, cache["dec"])
 
     def _pool_step(
         self, h1: torch.Tensor, rows: torch.Tensor, b: torch.Tensor, cache: dict

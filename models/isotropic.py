@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 from hnetbench.models.blocks import Block, LevelSpec, parse_layout
 from hnetbench.models.norm import RMSNorm
-from hnetbench.models.seqinfo import Seq, Step
+from hnetbench.models.seqinfo import Extension, Seq, Step
 
 
 class Isotropic(nn.Module):
@@ -28,4 +28,9 @@ class Isotropic(nn.Module):
     def step(self, x: torch.Tensor, st: Step, caches: list) -> torch.Tensor:
         for layer, cache in zip(self.layers, caches, strict=True):
             x = layer.step(x, st, cache)
+        return self.norm(x)
+
+    def extend(self, x: torch.Tensor, ext: Extension, caches: list) -> torch.Tensor:
+        for layer, cache in zip(self.layers, caches, strict=True):
+            x = layer.extend(x, ext, cache)
         return self.norm(x)

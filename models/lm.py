@@ -18,7 +18,7 @@ from hnetbench.models.blocks import LevelSpec
 from hnetbench.models.hnet import HNet, StageOptions
 from hnetbench.models.isotropic import Isotropic
 from hnetbench.models.routing import Router
-from hnetbench.models.seqinfo import Seq
+from hnetbench.models.seqinfo import Extension, Seq
 
 N_GPT = 4.6  # GPT-2 bytes per token on FineWeb-Edu (paper App. C)
 
@@ -286,6 +286,20 @@ class CausalLM(nn.Module):
         rows = torch.arange(ids.shape[0], device=ids.device)
         h = self.backbone.step(self.embedding(ids)[:, None], rows, cache, ids)
         return self.head(h[:, 0])
+
+    def can_extend(self) -> bool:
+        return self.backbone.can_extend()
+
+    @torch.no_grad()
+    def extend(self, ids: torch.Tensor, rows: torch.Tensor, lengths: torch.Tensor,
+               cache: dict) -> torch.Tensor:
+        """Logits (n, L, V) of ids (n, L) appended to the prefilled rows `rows` (several rows
+        may continue one cached row; positions past `lengths` are padding). The cache is only
+        read: each call continues the prefilled contexts, so one context's continuations are
+        scored without running the context again."""
+        self._check_len(int(cache["ids_len"]) + ids.shape[1])
+        ext = Extension.after(cache, rows, lengths, ids.shape[1])  # finds out `repeat`
+        return self.head(self.backbone.extend(self.embedding(ids), ext, cache, ids))
 
     def generate(
         self,

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from hnetbench.models.doc_conv import doc_conv
 from hnetbench.models.norm import GatedRMSNorm
-from hnetbench.models.seqinfo import Seq, Step
+from hnetbench.models.seqinfo import Extension, Seq, Step
 from hnetbench.models.ssd import ssd_scan
 
 try:  # optional fast path, CUDA only
@@ -213,4 +213,33 @@ class Mamba2(nn.Module):
         y = torch.einsum("bhps,bhs->bhp", state, Ch) + x * self.D.to(wide)[:, None]
         y = y.to(z.dtype)
         y = self.norm(y.reshape(-1, 1, self.d_inner), z[:, None])
+        return self.out_proj(y)
+
+    def extend(self, u: torch.Tensor, ext: Extension, cache: dict) -> torch.Tensor:
+        """u (n, L, d): L new positions after the cached rows `ext.rows` (read-only). The conv
+        window starts with the cached inputs; the SSM is linear in its state, so the scan runs
+        from zero and the cached state's part, C_t exp(sum_{s<=t} dt_s A) S_0, is added."""
+        n, L, _ = u.shape
+        W, w, bias = self.in_proj.weight, self.conv1d.weight[:, 0, :], self.conv1d.bias
+        di, nbc, K = self.d_inner, 2 * self.ngroups * self.d_state, self.d_conv
+        # (n, K-1, conv_dim) raw inputs before the extension, zeros where another document was
+        hist = cache["conv"].index_select(0, ext.rows)
+        one_doc = torch.zeros(n, K - 1 + L, dtype=torch.long, device=u.device)
+        z = F.linear(u, W[:di])
+        x_raw = torch.cat([hist[..., :di], F.linear(u, W[di:2 * di])], dim=1)
+        bc_raw = torch.cat([hist[..., di:], F.linear(u, W[2 * di:2 * di + nbc])], dim=1)
+        x = doc_conv(x_raw, w[:di], bias[:di], one_doc, silu=True)[:, K - 1:]
+        bc = doc_conv(bc_raw, w[di:], bias[di:], one_doc, silu=True)[:, K - 1:]
+        B, C = bc.unflatten(-1, (2, self.ngroups, self.d_state)).unbind(2)
+        x = x.unflatten(-1, (self.nheads, self.headdim))
+        dt = F.softplus(F.linear(u, W[2 * di + nbc:]) + self.dt_bias)
+        S0 = cache["ssm"].index_select(0, ext.rows)  # (n, H, P, N)
+        wide = S0.dtype
+        A, D = -torch.exp(self.A_log.to(wide)), self.D.to(wide)
+        x, dt, B, C = x.to(wide), dt.to(wide), B.to(wide), C.to(wide)
+        y, _ = ssd_scan(x, dt, A, B, C, self.chunk_size, one_doc[:, :L], D)
+        Ch = C.repeat_interleave(self.nheads // self.ngroups, dim=2)  # (n, L, H, N)
+        decay = torch.exp(torch.cumsum(dt * A, dim=1))  # (n, L, H)
+        y = y + torch.einsum("blhs,bhps->blhp", Ch, S0) * decay[..., None]
+        y = self.norm(y.to(z.dtype).reshape(n, L, self.d_inner), z)
         return self.out_proj(y)

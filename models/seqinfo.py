@@ -49,3 +49,37 @@ class Step:
     idx: torch.Tensor  # (n,) slot of the new position in its row's sequence at this level
     pos: torch.Tensor  # (n,) position inside the document
     doc: torch.Tensor  # (n,) document id
+
+
+@dataclass
+class Extension:
+    """L new positions appended, read-only, to cached rows: extension row i continues cache row
+    rows[i] (several extension rows may share one), all within that row's current document.
+    Used to score continuations of one context without running the context again."""
+
+    rows: torch.Tensor  # (n,) long indices into the cache's batch
+    slot: torch.Tensor  # (n, L) slots of the new positions in their rows at this level
+    pos: torch.Tensor  # (n, L) positions inside the document
+    doc: torch.Tensor  # (n, L) document ids (each row's current one)
+    lengths: torch.Tensor  # (n,) valid prefix of each row (the rest is padding)
+    # > 0 when rows = [0] * repeat + [1] * repeat + ...: every cached row continued `repeat`
+    # times in order, so attention can share each cached row's keys instead of copying them
+    repeat: int = 0
+
+    @staticmethod
+    def after(cache: dict, rows: torch.Tensor, lengths: torch.Tensor, L: int,
+              repeat: int | None = None) -> Extension:
+        """The extension of `rows` by L positions at the level whose counters `cache` holds
+        (`repeat`: as the field; None = find out from rows)."""
+        if repeat is None:
+            n = rows.numel()
+            c = n // max(1, int(rows.max()) + 1) if n else 0
+            grouped = c > 0 and torch.equal(
+                rows, torch.arange(n // c, device=rows.device).repeat_interleave(c))
+            repeat = c if grouped else 0
+        ar = torch.arange(L, device=rows.device)
+        return Extension(rows, cache["n"][rows, None] + ar, cache["pos"][rows, None] + ar,
+                         cache["doc"][rows, None].expand(-1, L), lengths, repeat)
+
+    def seq(self) -> Seq:
+        return Seq(self.doc, self.pos, self.lengths)
