@@ -23,11 +23,12 @@ from hnetbench.kernels.cpu_ops import kernel_op
 SOURCE = Path(__file__).with_name("attn_cpu.c")
 
 
-def _declare(lib: ctypes.CDLL) -> None:
+def _declare(lib: ctypes.CDLL, suffix: str, real: type) -> None:
+    """Argument types of the library's functions of one precision (f32: float, f64:
+    double)."""
     i64, p = ctypes.c_int64, ctypes.c_void_p
-    for suffix, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
-        getattr(lib, f"attn_fwd_{suffix}").argtypes = [i64] * 5 + [real] + [p] * 6
-        getattr(lib, f"attn_bwd_{suffix}").argtypes = [i64] * 5 + [real] + [p] * 10
+    getattr(lib, f"attn_fwd_{suffix}").argtypes = [i64] * 5 + [real] + [p] * 6
+    getattr(lib, f"attn_bwd_{suffix}").argtypes = [i64] * 5 + [real] + [p] * 10
 
 
 LIBRARY = CLibrary(SOURCE, "attention", _declare, switch=("HNETBENCH_ATTENTION", "torch"))

@@ -57,13 +57,19 @@ def cache_dir() -> Path:
     return hnetbench_cache() / "kernels"
 
 
-def build(source: Path, cc: str) -> Path:
-    """The compiled library of `source` in the cache (built now if it is not there yet)."""
+PRECISIONS = {"f32": 32, "f64": 64}  # library suffix -> HNB_PRECISION (cpu_precisions.h)
+
+
+def build(source: Path, cc: str, precision: str = "f32") -> Path:
+    """The compiled library of `source` for one precision ("f32" or "f64": each kernel file
+    holds both, and a float32 run never needs the double one) in the cache (built now if it
+    is not there yet)."""
+    flags = [*FLAGS, f"-DHNB_PRECISION={PRECISIONS[precision]}"]
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
     headers = b"".join(h.read_bytes() for h in sorted(source.parent.glob("*.h")))
     key = hashlib.sha256(
         source.read_bytes() + headers + version.encode() + _cpu_flags().encode()
-        + " ".join(FLAGS).encode()
+        + " ".join(flags).encode()
     ).hexdigest()[:16]
     out = cache_dir() / f"{source.stem}-{key}.so"
     if out.exists():
@@ -77,7 +83,7 @@ def build(source: Path, cc: str) -> Path:
         fd, tmp = tempfile.mkstemp(suffix=".so.tmp", dir=out.parent)
         os.close(fd)
         try:
-            r = subprocess.run([cc, *FLAGS, "-o", tmp, str(source)], capture_output=True,
+            r = subprocess.run([cc, *flags, "-o", tmp, str(source)], capture_output=True,
                                text=True, timeout=300)
             if r.returncode:
                 raise RuntimeError(f"{cc} failed on {source.name}: {r.stderr.strip()[-500:]}")
@@ -89,15 +95,24 @@ def build(source: Path, cc: str) -> Path:
 
 
 class CLibrary:
-    """One C file's library, loaded on first use. `declare(lib)` sets its functions' argtypes;
-    `switch` = (environment variable, value) that turns this one kernel off."""
+    """One C file's library, loaded on first use: its float32 functions (what `available()`
+    means), the float64 ones built and loaded when a float64 tensor first calls `fn`.
+    `declare(lib, suffix, real)` sets the argtypes of one precision's functions; `switch` =
+    (environment variable, value) that turns this one kernel off."""
 
-    def __init__(self, source: Path, what: str, declare: Callable[[ctypes.CDLL], None],
+    def __init__(self, source: Path, what: str,
+                 declare: Callable[[ctypes.CDLL, str, type], None],
                  switch: tuple[str, str] | None = None) -> None:
         self.source, self.what, self.declare, self.switch = source, what, declare, switch
         self.lib: ctypes.CDLL | None = None
+        self.lib64: ctypes.CDLL | None = None
         self.why_not: str | None = None
         self._lock = threading.Lock()
+
+    def _open(self, cc: str, precision: str) -> ctypes.CDLL:
+        lib = ctypes.CDLL(str(build(self.source, cc, precision)))
+        self.declare(lib, precision, ctypes.c_double if precision == "f64" else ctypes.c_float)
+        return lib
 
     def load(self) -> ctypes.CDLL | None:
         if self.lib is not None or self.why_not is not None:  # decided: no lock per call
@@ -113,9 +128,7 @@ class CLibrary:
                 self.why_not = "no C compiler found (set CC, or install gcc)"
             else:
                 try:
-                    lib = ctypes.CDLL(str(build(self.source, cc)))
-                    self.declare(lib)
-                    self.lib = lib
+                    self.lib = self._open(cc, "f32")
                 except (OSError, RuntimeError, subprocess.SubprocessError) as e:
                     self.why_not = f"{type(e).__name__}: {e}"
             if self.why_not:
@@ -135,7 +148,17 @@ class CLibrary:
 
     def fn(self, name: str, dtype: torch.dtype):  # noqa: ANN201 - a ctypes function
         """The C function `name` for this precision (name_f32 or name_f64)."""
-        return getattr(self.lib, f"{name}_{'f64' if dtype == torch.float64 else 'f32'}")
+        if dtype != torch.float64:
+            return getattr(self.lib, f"{name}_f32")
+        if self.lib64 is None:
+            with self._lock:
+                if self.lib64 is None:
+                    try:
+                        self.lib64 = self._open(compiler() or "cc", "f64")
+                    except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+                        raise RuntimeError(f"{self.what} in C: the float64 library failed to "
+                                           f"build or load ({type(e).__name__}: {e})") from None
+        return getattr(self.lib64, f"{name}_f64")
 
 
 def handles(t: torch.Tensor) -> bool:

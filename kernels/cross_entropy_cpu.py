@@ -23,11 +23,12 @@ SOURCE = Path(__file__).with_name("cross_entropy_cpu.c")
 IGNORE_INDEX = -100  # a target that is not scored (as torch's default ignore_index)
 
 
-def _declare(lib: ctypes.CDLL) -> None:
+def _declare(lib: ctypes.CDLL, suffix: str, real: type) -> None:
+    """Argument types of the library's functions of one precision (f32: float, f64:
+    double)."""
     i64, p = ctypes.c_int64, ctypes.c_void_p
-    for suffix in ("f32", "f64"):
-        getattr(lib, f"xent_fwd_{suffix}").argtypes = [i64] * 3 + [p] * 4
-        getattr(lib, f"xent_bwd_{suffix}").argtypes = [i64] * 3 + [p] * 5
+    getattr(lib, f"xent_fwd_{suffix}").argtypes = [i64] * 3 + [p] * 4
+    getattr(lib, f"xent_bwd_{suffix}").argtypes = [i64] * 3 + [p] * 5
 
 
 LIBRARY = CLibrary(SOURCE, "the cross-entropy", _declare,

@@ -22,11 +22,12 @@ from hnetbench.kernels.ema import _check
 SOURCE = Path(__file__).with_name("ema_cpu.c")
 
 
-def _declare(lib: ctypes.CDLL) -> None:
+def _declare(lib: ctypes.CDLL, suffix: str, real: type) -> None:
+    """Argument types of the library's functions of one precision (f32: float, f64:
+    double)."""
     i64, p = ctypes.c_int64, ctypes.c_void_p
-    for suffix in ("f32", "f64"):
-        getattr(lib, f"ema_fwd_{suffix}").argtypes = [i64] * 4 + [p] * 3
-        getattr(lib, f"ema_bwd_{suffix}").argtypes = [i64] * 4 + [p] * 7
+    getattr(lib, f"ema_fwd_{suffix}").argtypes = [i64] * 4 + [p] * 3
+    getattr(lib, f"ema_bwd_{suffix}").argtypes = [i64] * 4 + [p] * 7
 
 
 LIBRARY = CLibrary(SOURCE, "the chunk EMA", _declare, switch=("HNETBENCH_EMA", "torch"))

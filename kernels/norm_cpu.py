@@ -24,13 +24,14 @@ SOURCE = Path(__file__).with_name("norm_cpu.c")
 ROWS_PER_ITEM = 64  # positions per work item (and per partial sum of the weight's gradient)
 
 
-def _declare(lib: ctypes.CDLL) -> None:
+def _declare(lib: ctypes.CDLL, suffix: str, real: type) -> None:
+    """Argument types of the library's functions of one precision (f32: float, f64:
+    double)."""
     i64, p = ctypes.c_int64, ctypes.c_void_p
-    for suffix, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
-        getattr(lib, f"gnorm_fwd_{suffix}").argtypes = [i64] * 6 + [real] + [p] * 5
-        getattr(lib, f"gnorm_bwd_{suffix}").argtypes = [i64] * 6 + [p] * 8
-        getattr(lib, f"rms_fwd_{suffix}").argtypes = [i64] * 5 + [real] + [p] * 4
-        getattr(lib, f"rms_bwd_{suffix}").argtypes = [i64] * 5 + [p] * 6
+    getattr(lib, f"gnorm_fwd_{suffix}").argtypes = [i64] * 6 + [real] + [p] * 5
+    getattr(lib, f"gnorm_bwd_{suffix}").argtypes = [i64] * 6 + [p] * 8
+    getattr(lib, f"rms_fwd_{suffix}").argtypes = [i64] * 5 + [real] + [p] * 4
+    getattr(lib, f"rms_bwd_{suffix}").argtypes = [i64] * 5 + [p] * 6
 
 
 LIBRARY = CLibrary(SOURCE, "the RMSNorms", _declare)

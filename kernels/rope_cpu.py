@@ -23,11 +23,12 @@ from hnetbench.kernels.cpu_ops import kernel_op
 SOURCE = Path(__file__).with_name("rope_cpu.c")
 
 
-def _declare(lib: ctypes.CDLL) -> None:
+def _declare(lib: ctypes.CDLL, suffix: str, real: type) -> None:
+    """Argument types of the library's functions of one precision (f32: float, f64:
+    double)."""
     i64, p = ctypes.c_int64, ctypes.c_void_p
-    for suffix in ("f32", "f64"):
-        getattr(lib, f"rope_fwd_{suffix}").argtypes = [i64] * 6 + [p] * 6
-        getattr(lib, f"rope_bwd_{suffix}").argtypes = [i64] * 6 + [p] * 6
+    getattr(lib, f"rope_fwd_{suffix}").argtypes = [i64] * 6 + [p] * 6
+    getattr(lib, f"rope_bwd_{suffix}").argtypes = [i64] * 6 + [p] * 6
 
 
 LIBRARY = CLibrary(SOURCE, "attention's RoPE", _declare, switch=("HNETBENCH_ROPE", "torch"))

@@ -30,11 +30,12 @@ SOURCE = Path(__file__).with_name("ssd_cpu.c")
 BLOCK = 64  # positions between the forward's saved states (the backward recomputes a block)
 
 
-def _declare(lib: ctypes.CDLL) -> None:
+def _declare(lib: ctypes.CDLL, suffix: str, real: type) -> None:
+    """Argument types of the library's functions of one precision (f32: float, f64:
+    double)."""
     i64, p = ctypes.c_int64, ctypes.c_void_p
-    for suffix in ("f32", "f64"):
-        getattr(lib, f"ssd_fwd_{suffix}").argtypes = [i64] * 8 + [p] * 5 + [i64, i64] + [p] * 5
-        getattr(lib, f"ssd_bwd_{suffix}").argtypes = [i64] * 8 + [p] * 5 + [i64, i64] + [p] * 11
+    getattr(lib, f"ssd_fwd_{suffix}").argtypes = [i64] * 8 + [p] * 5 + [i64, i64] + [p] * 5
+    getattr(lib, f"ssd_bwd_{suffix}").argtypes = [i64] * 8 + [p] * 5 + [i64, i64] + [p] * 11
 
 
 LIBRARY = CLibrary(SOURCE, "the SSD scan", _declare, switch=("HNETBENCH_SCAN", "torch"))

@@ -21,11 +21,12 @@ SOURCE = Path(__file__).with_name("swiglu_cpu.c")
 ROWS_PER_ITEM = 64  # positions per work item
 
 
-def _declare(lib: ctypes.CDLL) -> None:
+def _declare(lib: ctypes.CDLL, suffix: str, real: type) -> None:
+    """Argument types of the library's functions of one precision (f32: float, f64:
+    double)."""
     i64, p = ctypes.c_int64, ctypes.c_void_p
-    for suffix in ("f32", "f64"):
-        getattr(lib, f"swiglu_fwd_{suffix}").argtypes = [i64] * 5 + [p] * 2
-        getattr(lib, f"swiglu_bwd_{suffix}").argtypes = [i64] * 5 + [p] * 3
+    getattr(lib, f"swiglu_fwd_{suffix}").argtypes = [i64] * 5 + [p] * 2
+    getattr(lib, f"swiglu_bwd_{suffix}").argtypes = [i64] * 5 + [p] * 3
 
 
 LIBRARY = CLibrary(SOURCE, "the SwiGLU activation", _declare,

@@ -127,6 +127,23 @@ def test_build_is_cached_and_keyed(tmp_path, monkeypatch):
     assert again == first and first.stat().st_mtime_ns == mtime  # not rebuilt
     ctypes.CDLL(str(first)).ssd_fwd_f32  # noqa: B018 - the symbol is there
     assert [p.name for p in tmp_path.joinpath("kernels").glob("*.so*")] == [first.name]  # no temp
+    assert not hasattr(ctypes.CDLL(str(first)), "ssd_fwd_f64")  # float32 only
+
+
+def test_the_float64_library_is_built_when_first_needed(tmp_path, monkeypatch):
+    """A float32 run compiles only the float32 functions; a float64 call adds the others."""
+    monkeypatch.setenv("HNETBENCH_CACHE", str(tmp_path))
+    lib = cpu_build.CLibrary(ssd_cpu.SOURCE, "the SSD scan", ssd_cpu._declare)
+    monkeypatch.setattr(ssd_cpu, "LIBRARY", lib)
+    built = lambda: sorted(tmp_path.joinpath("kernels").glob("*.so"))  # noqa: E731
+    args = [torch.randn(2, 9, 2, 8), torch.rand(2, 9, 2), -torch.rand(2), torch.randn(2, 9, 1, 4),
+            torch.randn(2, 9, 1, 4), torch.zeros(2, 9, dtype=torch.long), torch.ones(2)]
+    assert ssd_cpu.available()
+    y32, _ = ssd_cpu.ssd_scan_cpu(*args)
+    assert len(built()) == 1 and lib.lib64 is None
+    y64, _ = ssd_cpu.ssd_scan_cpu(*(a.double() if a.is_floating_point() else a for a in args))
+    assert len(built()) == 2 and lib.lib64 is not None
+    torch.testing.assert_close(y32.double(), y64, rtol=0, atol=1e-5)
 
 
 def test_no_compiler_falls_back_to_torch_scan(monkeypatch, caplog):
