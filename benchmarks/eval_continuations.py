@@ -51,7 +51,7 @@ def models(checkpoints: list[str]) -> list[tuple[str, torch.nn.Module, object]]:
         out = []
         for path in checkpoints:
             model, cfg, tok = load_checkpoint(path)
-            out.append((f"{Path(path).name} ({cfg.model.arch})", model, tok))
+            out.append((f"{cfg.preset} ({Path(path).name})", model, tok))
         return out
     from hnetbench.data import get_tokenizer
     from hnetbench.models import build_model
