@@ -16,8 +16,8 @@ from hnetbench.train.malloc import keep_freed_memory
 kept = keep_freed_memory()
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(2):  # the first allocations fault either way
-    torch.ones(16 << 20)
+for _ in range(10):  # the first allocations fault either way: the heap grows to its steady
+    torch.ones(16 << 20)  # size over the first few (2 were too few on some machines)
 f0 = faults()
 for _ in range(20):  # 64 MiB allocated, written, freed: above glibc's largest dynamic mmap
     torch.ones(16 << 20)  # threshold (32 MiB), so each one is a fresh mapping by default
