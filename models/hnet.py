@@ -246,21 +246,16 @@ class HNet(nn.Module):
     def extend(self, x: torch.Tensor, ext: Extension, cache: dict,
                ids: torch.Tensor | None = None) -> torch.Tensor:
         """x (n, L, D): L new positions after the cached rows `ext.rows`, read-only (the cache
-        is not advanced): what `step` would give position by position, as sequences. The new
-        positions continue their rows' documents; positions past `ext.lengths` are padding."""
+        is not advanced): what a full forward of the cached context and the new positions
+        gives at the new positions. They continue their rows' documents; positions past
+        `ext.lengths` are padding."""
         if self.is_main:
             return self.main.extend(x, ext, cache["main"])
         h = self.encoder.extend(x, ext, cache["enc"])
         n, L, _ = h.shape
         r = ext.rows
         if self.opt.chunking == "dc":
-            if self.router.kind == "cosine":
-                k = self.router.k_proj(h)
-                prev = torch.cat([cache["k"][r][:, None], k[:, :-1]], dim=1)
-                cos = F.cosine_similarity(self.router.q_proj(h), prev, dim=-1, eps=1e-6)
-                p = torch.clamp(0.5 * (1 - cos), 0.0, 1.0)
-            else:
-                p = torch.sigmoid(self.router.score(h).squeeze(-1).float()).to(h.dtype)
+            p = self.router.extend(h, cache["k"][r] if "k" in cache else None)
             b = p > 0.5
         else:
             if self.opt.chunking == "space":

@@ -71,6 +71,16 @@ class Router(nn.Module):
             return torch.clamp(0.5 * (1 - cos), 0.0, 1.0), k
         return torch.sigmoid(self.score(h).squeeze(-1).float()).to(h.dtype), None
 
+    def extend(self, h: torch.Tensor, prev_k: torch.Tensor | None) -> torch.Tensor:
+        """h: (n, L, D) new positions after a cached one whose key is prev_k (n, D) -> p (n, L)
+        (no document starts among them)."""
+        if self.kind == "cosine":
+            k = self.k_proj(h)
+            prev = torch.cat([prev_k[:, None], k[:, :-1]], dim=1)
+            cos = F.cosine_similarity(self.q_proj(h), prev, dim=-1, eps=1e-6)
+            return torch.clamp(0.5 * (1 - cos), 0.0, 1.0)
+        return torch.sigmoid(self.score(h).squeeze(-1).float()).to(h.dtype)
+
     def keys(self, h: torch.Tensor) -> torch.Tensor | None:
         return self.k_proj(h) if self.kind == "cosine" else None
 
