@@ -80,6 +80,3 @@ class Extension:
         ar = torch.arange(L, device=rows.device)
         return Extension(rows, cache["n"][rows, None] + ar, cache["pos"][rows, None] + ar,
                          cache["doc"][rows, None].expand(-1, L), lengths, repeat)
-
-    def seq(self) -> Seq:
-        return Seq(self.doc, self.pos, self.lengths)
