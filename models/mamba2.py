@@ -140,21 +140,30 @@ class Mamba2(nn.Module):
         C = C.reshape(*shape, self.ngroups, self.d_state)
         return x, B, C, F.softplus(dt + self.dt_bias)
 
-    def _project(self, u: torch.Tensor, doc: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _project(self, u: torch.Tensor, doc: torch.Tensor,
+                 hist: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """in_proj and the conv, for a whole sequence: (z, x (b,L,d_inner) contiguous, BC
         (b,L,2GN), dt before softplus, the raw conv inputs (x, BC)). One projection per
         part (row slices of in_proj's weight) and one conv for x, one for B|C, instead of one
         of each split afterwards: the backward of a split concatenates full-width gradients,
         and the scan's products are several times faster over a contiguous x than over a view
-        into a wider tensor."""
+        into a wider tensor. `hist` (b, d_conv-1, conv_dim): raw conv inputs before u, of u's
+        document (the conv windows start with them; `doc` then covers hist and u)."""
         W, w, bias = self.in_proj.weight, self.conv1d.weight[:, 0, :], self.conv1d.bias
         di, nbc = self.d_inner, 2 * self.ngroups * self.d_state
         z = F.linear(u, W[:di])
         x_raw = F.linear(u, W[di:2 * di])
         bc_raw = F.linear(u, W[2 * di:2 * di + nbc])
         dt = F.linear(u, W[2 * di + nbc:])
-        x = doc_conv(x_raw, w[:di], bias[:di], doc, silu=True)
-        bc = doc_conv(bc_raw, w[di:], bias[di:], doc, silu=True)
+        if hist is None:
+            x = doc_conv(x_raw, w[:di], bias[:di], doc, silu=True)
+            bc = doc_conv(bc_raw, w[di:], bias[di:], doc, silu=True)
+        else:  # the outputs of u's positions only
+            K1 = hist.shape[1]
+            x = doc_conv(torch.cat([hist[..., :di], x_raw], 1), w[:di], bias[:di], doc,
+                         silu=True)[:, K1:]
+            bc = doc_conv(torch.cat([hist[..., di:], bc_raw], 1), w[di:], bias[di:], doc,
+                          silu=True)[:, K1:]
         return z, x, bc, dt, (x_raw, bc_raw)
 
     def forward(self, u: torch.Tensor, seq: Seq, collect: list | None = None) -> torch.Tensor:
@@ -220,19 +229,13 @@ class Mamba2(nn.Module):
         window starts with the cached inputs; the SSM is linear in its state, so the scan runs
         from zero and the cached state's part, C_t exp(sum_{s<=t} dt_s A) S_0, is added."""
         n, L, _ = u.shape
-        W, w, bias = self.in_proj.weight, self.conv1d.weight[:, 0, :], self.conv1d.bias
-        di, nbc, K = self.d_inner, 2 * self.ngroups * self.d_state, self.d_conv
         # (n, K-1, conv_dim) raw inputs before the extension, zeros where another document was
         hist = cache["conv"].index_select(0, ext.rows)
-        one_doc = torch.zeros(n, K - 1 + L, dtype=torch.long, device=u.device)
-        z = F.linear(u, W[:di])
-        x_raw = torch.cat([hist[..., :di], F.linear(u, W[di:2 * di])], dim=1)
-        bc_raw = torch.cat([hist[..., di:], F.linear(u, W[2 * di:2 * di + nbc])], dim=1)
-        x = doc_conv(x_raw, w[:di], bias[:di], one_doc, silu=True)[:, K - 1:]
-        bc = doc_conv(bc_raw, w[di:], bias[di:], one_doc, silu=True)[:, K - 1:]
+        one_doc = torch.zeros(n, hist.shape[1] + L, dtype=torch.long, device=u.device)
+        z, x, bc, dt, _ = self._project(u, one_doc, hist)
         B, C = bc.unflatten(-1, (2, self.ngroups, self.d_state)).unbind(2)
         x = x.unflatten(-1, (self.nheads, self.headdim))
-        dt = F.softplus(F.linear(u, W[2 * di + nbc:]) + self.dt_bias)
+        dt = F.softplus(dt + self.dt_bias)
         S0 = cache["ssm"].index_select(0, ext.rows)  # (n, H, P, N)
         wide = S0.dtype
         A, D = -torch.exp(self.A_log.to(wide)), self.D.to(wide)

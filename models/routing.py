@@ -57,29 +57,27 @@ class Router(nn.Module):
         """h: (B, L, D), doc_start: (B, L) bool -> p: (B, L) in [0, 1], 1 at document starts."""
         if self.kind == "cosine":
             return cosine_probs(self.q_proj(h), self.k_proj(h), doc_start, backend)
-        p = torch.sigmoid(self.score(h).squeeze(-1).float()).to(h.dtype)
+        p = self._linear_p(h)
         p = torch.where(doc_start, torch.ones_like(p), p)
         return torch.cat([torch.ones_like(p[:, :1]), p[:, 1:]], dim=1)
+
+    def _linear_p(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.score(h).squeeze(-1).float()).to(h.dtype)
 
     def step(
         self, h: torch.Tensor, prev_k: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """h: (n, D) new position, prev_k: (n, D) key of the previous position -> (p, new key)."""
-        if self.kind == "cosine":
-            k = self.k_proj(h)
-            cos = F.cosine_similarity(self.q_proj(h), prev_k, dim=-1, eps=1e-6)
-            return torch.clamp(0.5 * (1 - cos), 0.0, 1.0), k
-        return torch.sigmoid(self.score(h).squeeze(-1).float()).to(h.dtype), None
+        return self.extend(h[:, None], prev_k)[:, 0], self.keys(h)
 
     def extend(self, h: torch.Tensor, prev_k: torch.Tensor | None) -> torch.Tensor:
         """h: (n, L, D) new positions after a cached one whose key is prev_k (n, D) -> p (n, L)
         (no document starts among them)."""
         if self.kind == "cosine":
-            k = self.k_proj(h)
-            prev = torch.cat([prev_k[:, None], k[:, :-1]], dim=1)
+            prev = torch.cat([prev_k[:, None], self.k_proj(h[:, :-1])], dim=1)
             cos = F.cosine_similarity(self.q_proj(h), prev, dim=-1, eps=1e-6)
             return torch.clamp(0.5 * (1 - cos), 0.0, 1.0)
-        return torch.sigmoid(self.score(h).squeeze(-1).float()).to(h.dtype)
+        return self._linear_p(h)
 
     def keys(self, h: torch.Tensor) -> torch.Tensor | None:
         return self.k_proj(h) if self.kind == "cosine" else None
