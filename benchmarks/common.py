@@ -16,7 +16,7 @@ import torch
 
 
 def machine() -> dict:
-    from hnetbench.reports.report import cpu_model
+    from hnetbench.machine import cpu_model
 
     cpu = cpu_model()
     info = {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(),

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hnetbench.config import atomic_write_text
+from hnetbench.machine import cpu_model, machine_label
 from hnetbench.reports.render import Cell, Table, _si, _tex  # noqa: F401 - re-exported
 from hnetbench.reports.runs import *  # noqa: F403 - re-exported
 from hnetbench.reports.runs import RUN_FILES, Run, Warn, _num, load_sweep  # noqa: F401
@@ -28,17 +29,6 @@ from hnetbench.reports.tables import (  # noqa: F401
 )
 
 # ----------------------------------------------------------------------------- the report
-
-
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_info() -> dict[str, str]:
@@ -57,6 +47,29 @@ def machine_info() -> dict[str, str]:
         "platform": platform.platform(),
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
+
+
+def _trained_on(runs: list[Run]) -> list[str]:
+    """Report lines naming the machines the runs trained on (their summaries' `machine`), and a
+    warning when their vector ISAs differ: float32 results then differ in the last bits."""
+    labels: dict[str, int] = {}
+    isas, unknown = set(), 0
+    for r in runs:
+        m = r.summary.get("machine")
+        if not isinstance(m, dict):
+            unknown += 1
+            continue
+        labels[machine_label(m)] = labels.get(machine_label(m), 0) + 1
+        isas.add(m.get("cpu_capability"))
+    lines = [f"- runs trained on: {label} ({n} run{'s' * (n != 1)})"
+             for label, n in sorted(labels.items())]
+    if unknown and labels:
+        lines.append(f"- {unknown} run{'s' * (unknown != 1)} do not record their machine")
+    if len(isas) > 1:
+        lines.append("- the runs' CPUs ran torch's kernels for different vector ISAs ("
+                     + ", ".join(sorted(map(str, isas))) + "): float32 training on one does not "
+                     "repeat to the last digit on another (`machine.py`)")
+    return lines
 
 
 def varied_keys(runs: list[Run]) -> dict[str, list[str]]:
@@ -192,6 +205,7 @@ def _report_markdown(
         f"- torch {m['torch']}, Python {m['python']}",
         f"- platform: {m['platform']}",
         f"- date: {m['date']}",
+        *_trained_on(runs),
         "",
         "## Sweep",
         "",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -276,3 +277,21 @@ def test_report_md_links_existing_files(real_sweep):
     for key in ("runs", "table2", "table3", "table4", "table5"):
         assert f"tables/{key}.md" in text
     assert "hnet-1stage: BPB = " in text  # the fit's formula
+    # the machine the runs trained on, from their summaries
+    assert re.search(r"runs trained on: .*torch .*, \w+ \(5 runs\)", text)
+    assert "different vector ISAs" not in text
+
+
+def test_report_warns_when_runs_trained_on_different_isas(real_sweep, tmp_path):
+    sweep, _, runs = real_sweep
+    copy = tmp_path / "mixed"
+    shutil.copytree(sweep, copy)
+    r = next(iter(runs.values()))
+    path = copy / r.path.relative_to(sweep) / "summary.json"
+    summary = json.loads(path.read_text())
+    summary["machine"]["cpu_capability"] = "OTHER"
+    path.write_text(json.dumps(summary))
+    assert cli.main(["report", str(copy)]) == 0
+    text = (copy / "report.md").read_text()
+    assert "(1 run)" in text and "(4 runs)" in text
+    assert "different vector ISAs" in text and "OTHER" in text

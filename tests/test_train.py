@@ -39,6 +39,8 @@ def test_run_directory_metrics_and_reload(tmp_path):
         assert key in summary, key
     assert summary["status"] == "completed" and summary["steps"] == 6
     assert summary["family"] == "hnet-1stage" and summary["domain"] == "en"
+    assert summary["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert summary["machine"]["torch"] == torch.__version__
     assert json.loads((out / "summary.json").read_text()) == summary
     assert [s for s, _ in list_checkpoints(out / "ckpt")] == [6]  # keep_last=1
 

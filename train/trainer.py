@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 from hnetbench.config import ConfigError, RunConfig, atomic_write_text, save_config
+from hnetbench.machine import training_machine
 from hnetbench.train import checkpoint as ck
 from hnetbench.train import plan
 from hnetbench.train.compile import compile_blocks
@@ -500,6 +501,9 @@ class Trainer:
             "cpu_s": round(time.process_time() - self.cpu_start, 3),  # this process, this leg
             "leg_bytes": self.bytes_seen - self.leg_bytes_start,
             "loadavg_start": self.load_start,
+            # float32 results are bitwise the same only on the same vector ISA (machine.py);
+            # this is the machine of the leg that wrote the summary
+            "machine": training_machine(self.device.type),
             **(self.compile_stats.as_metrics() if hasattr(self, "compile_stats") else {}),
             **extra,
         }
