@@ -59,12 +59,13 @@ def _trained_on(runs: list[Run]) -> list[str]:
         if not isinstance(m, dict):
             unknown += 1
             continue
-        labels[machine_label(m)] = labels.get(machine_label(m), 0) + 1
+        label = machine_label(m)
+        labels[label] = labels.get(label, 0) + 1
         isas.add(m.get("cpu_capability"))
     lines = [f"- runs trained on: {label} ({n} run{'s' * (n != 1)})"
              for label, n in sorted(labels.items())]
     if unknown and labels:
-        lines.append(f"- {unknown} run{'s' * (unknown != 1)} do not record their machine")
+        lines.append(f"- {unknown} of the runs do not record their machine (older code)")
     if len(isas) > 1:
         lines.append("- the runs' CPUs ran torch's kernels for different vector ISAs ("
                      + ", ".join(sorted(map(str, isas))) + "): float32 training on one does not "
