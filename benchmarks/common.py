@@ -16,13 +16,13 @@ import torch
 
 
 def machine() -> dict:
-    from hnetbench.machine import cpu_model
+    """training_machine()'s record (CPU, torch, torch's CPU capability, GPU) plus the threads and
+    date: benchmark figures depend on the vector ISA as run results do (machine.py)."""
+    from hnetbench.machine import training_machine
 
-    cpu = cpu_model()
-    info = {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
+    info: dict = training_machine("cuda" if torch.cuda.is_available() else "cpu")
+    info.update(cores=os.cpu_count(), threads=torch.get_num_threads(),
+                date=time.strftime("%Y-%m-%d"))
     return info
 
 
