@@ -10,8 +10,10 @@ no network) is reported as one line and skipped; the rest still run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +168,26 @@ def _rows(res: dict) -> dict[str, dict[str, Any]]:
     return out
 
 
+@contextlib.contextmanager
+def _no_env_report() -> Iterator[None]:
+    """Skip the environment report `simple_evaluate` appends to its results.
+
+    It is torch's `collect_env` (a `pip list` and a dozen other subprocesses: ~2 s of wall
+    clock and ~1.1 CPU-s per call here) and lands in keys `run_tasks` never keeps; runs record
+    their machine themselves (`machine.py`). Missing in another lm-eval version: nothing to do."""
+    import lm_eval.evaluator as ev
+
+    saved = getattr(ev, "add_env_info", None)
+    if saved is None:
+        yield
+        return
+    ev.add_env_info = lambda storage: None
+    try:
+        yield
+    finally:
+        ev.add_env_info = saved
+
+
 def run_tasks(lm, tasks: dict[str, Any] | list[str], limit: int | float | None = None,
               batch_size: int | None = None, tm=None) -> dict[str, dict[str, Any]]:
     """Evaluate zero-shot; returns {task: {metric: value, "ci95": {"n": items, m: [lo, hi]}}}.
@@ -179,8 +201,9 @@ def run_tasks(lm, tasks: dict[str, Any] | list[str], limit: int | float | None =
         return {}
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     todo = list(tasks.values()) if isinstance(tasks, dict) else list(tasks)
-    res = lm_eval.simple_evaluate(
-        model=lm, tasks=todo, limit=limit, bootstrap_iters=0,
-        log_samples=False, task_manager=tm or task_manager([]), batch_size=batch_size,
-    )
+    with _no_env_report():
+        res = lm_eval.simple_evaluate(
+            model=lm, tasks=todo, limit=limit, bootstrap_iters=0,
+            log_samples=False, task_manager=tm or task_manager([]), batch_size=batch_size,
+        )
     return _rows(res or {})

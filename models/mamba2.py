@@ -118,10 +118,15 @@ class Mamba2(nn.Module):
         self.conv_dim = d_inner + 2 * ngroups * d_state
         self.in_proj = nn.Linear(d, 2 * d_inner + 2 * ngroups * d_state + self.nheads, bias=False)
         self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, d_conv, groups=self.conv_dim)
-        # dt initialised log-uniform in [1e-3, 1e-1] through the inverse softplus of its bias
-        dt = torch.exp(torch.rand(self.nheads) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
-        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
-        self.A_log = nn.Parameter(torch.log(torch.empty(self.nheads).uniform_(1, 16)))
+        if self.in_proj.weight.is_meta:  # a parameter count: no values, and on meta each op
+            self.dt_bias = nn.Parameter(torch.empty(self.nheads))  # runs Python (~2 s to import
+            self.A_log = nn.Parameter(torch.empty(self.nheads))  # torch._dynamo for the first)
+        else:
+            # dt log-uniform in [1e-3, 1e-1] through the inverse softplus of its bias
+            dt = torch.exp(torch.rand(self.nheads) * (math.log(0.1) - math.log(1e-3))
+                           + math.log(1e-3))
+            self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
+            self.A_log = nn.Parameter(torch.log(torch.empty(self.nheads).uniform_(1, 16)))
         self.D = nn.Parameter(torch.ones(self.nheads))
         self.norm = GatedRMSNorm(d_inner, d_inner // ngroups)
         self.out_proj = nn.Linear(d_inner, d, bias=False)

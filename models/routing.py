@@ -42,9 +42,8 @@ class Router(nn.Module):
         if kind == "cosine":
             self.q_proj = nn.Linear(d, d, bias=False)
             self.k_proj = nn.Linear(d, d, bias=False)
-            with torch.no_grad():
-                self.q_proj.weight.copy_(torch.eye(d))
-                self.k_proj.weight.copy_(torch.eye(d))
+            nn.init.eye_(self.q_proj.weight)
+            nn.init.eye_(self.k_proj.weight)
             self.q_proj._keep_init = self.k_proj._keep_init = True
         elif kind == "linear":
             self.score = nn.Linear(d, 1)

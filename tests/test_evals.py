@@ -163,6 +163,27 @@ def test_uniform_model_scores_chance_on_a_shipped_task(uniform_lm):
     assert sum(r["label"] == 0 for r in rows) / len(rows) == 0.25
 
 
+def test_run_tasks_skips_lm_evals_environment_report(uniform_lm, monkeypatch):
+    """simple_evaluate appends torch's collect_env report (a `pip list` and more: ~2 s a call)
+    to results run_tasks does not keep; run_tasks skips it and scores the same."""
+    import lm_eval
+    import lm_eval.evaluator as ev
+    from hnetbench.evals.harness import run_tasks, task_manager
+    from hnetbench.evals.lm_adapter import HNetBenchLM
+    from torch.utils import collect_env
+
+    calls: list[int] = []
+    monkeypatch.setattr(collect_env, "get_pretty_env_info", lambda: calls.append(1) or "env")
+    lm = HNetBenchLM(model=uniform_lm(256), tokenizer=get_tokenizer(DataConfig()))
+    direct = lm_eval.simple_evaluate(model=lm, tasks=["hnb_cont_en"], limit=8, bootstrap_iters=0,
+                                     task_manager=task_manager(["hnb_cont_en"]))
+    assert calls == [1] and direct["pretty_env_info"] == "env"  # what run_tasks skips
+    original = ev.add_env_info
+    rows = run_tasks(lm, ["hnb_cont_en"], limit=8)
+    assert calls == [1] and ev.add_env_info is original
+    assert rows["hnb_cont_en"]["acc"] == direct["results"]["hnb_cont_en"]["acc,none"]
+
+
 # ----------------------------------------------------------------------------- tasks
 
 
