@@ -37,7 +37,10 @@ class CLIError(Exception):
     """Raised by subcommands for a one-line user-facing error."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with `command`, only that subcommand's module is imported for its
+    options (several import torch: ~3 s that `sweep status` or `--help` need not pay), the
+    others are listed by name and help line."""
     parser = argparse.ArgumentParser(
         prog="hnetbench",
         description="Benchmark and ablation suite for tokenizer-free hierarchical LMs (H-Net).",
@@ -46,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        if command is not None and name != command:
+            continue
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as e:
@@ -66,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         from hnetbench.evals.lm_eval_cli import run
 
         return run(raw[1:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    parser = build_parser(raw[0] if raw else "")
+    args = parser.parse_args(raw)
     if args.command is None:
         parser.print_help()
         return 0
