@@ -3,14 +3,15 @@
 Task specs are names (tasks, groups, tags) or paths to task YAML files; `include_paths` adds
 directories of the user's own task YAMLs (as lm-eval's --include_path). Every spec is checked
 before anything is loaded: an unknown one is a one-line ValueError. lm-eval's own index of
-10k+ built-in tasks (~30 s to build) is consulted only when a spec is not found in ours or the
-user's directories. A known task whose data cannot be loaded (e.g. a Hugging Face dataset with
-no network) is reported as one line and skipped; the rest still run.
+14k+ built-in tasks (~15 s to build, once per process) is consulted only when a spec is not
+found in ours or the user's directories. A known task whose data cannot be loaded (e.g. a
+Hugging Face dataset with no network) is reported as one line and skipped; the rest still run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Iterator
@@ -85,10 +86,19 @@ def task_manager(names: list[str], include_paths: list[str] | None = None):
     if ours:
         _unknown(ours, local, include_paths, defaults=False)
     if missing(tm):
-        tm = TaskManager(include_path=paths, include_defaults=True)
+        tm = _with_builtins(tuple(paths))
     if missing(tm):
         _unknown(missing(tm), tm.all_tasks, include_paths, defaults=True)
     return tm
+
+
+@functools.lru_cache(maxsize=4)
+def _with_builtins(paths: tuple[str, ...]):  # noqa: ANN202
+    """A TaskManager over `paths` and lm-eval's built-in tasks: indexing its 14k+ YAML files
+    takes ~14 s, so one process (a job's eval lm, then robustness) builds it once."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=list(paths), include_defaults=True)
 
 
 OUR_PREFIX = "hnb_"
