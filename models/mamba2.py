@@ -118,11 +118,13 @@ class Mamba2(nn.Module):
         self.conv_dim = d_inner + 2 * ngroups * d_state
         self.in_proj = nn.Linear(d, 2 * d_inner + 2 * ngroups * d_state + self.nheads, bias=False)
         self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, d_conv, groups=self.conv_dim)
-        if self.in_proj.weight.is_meta:  # a parameter count: no values, and on meta each op
-            self.dt_bias = nn.Parameter(torch.empty(self.nheads))  # runs Python (~2 s to import
-            self.A_log = nn.Parameter(torch.empty(self.nheads))  # torch._dynamo for the first)
+        # dt log-uniform in [1e-3, 1e-1] through the inverse softplus of its bias; A in [1, 16].
+        # A meta build (a parameter count) has no values to compute, and on meta each op runs a
+        # Python decomposition (the first one imports torch._dynamo: ~2 s).
+        if self.in_proj.weight.is_meta:
+            self.dt_bias = nn.Parameter(torch.empty(self.nheads))
+            self.A_log = nn.Parameter(torch.empty(self.nheads))
         else:
-            # dt log-uniform in [1e-3, 1e-1] through the inverse softplus of its bias
             dt = torch.exp(torch.rand(self.nheads) * (math.log(0.1) - math.log(1e-3))
                            + math.log(1e-3))
             self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
