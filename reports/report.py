@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,16 +53,10 @@ def machine_info() -> dict[str, str]:
 def _trained_on(runs: list[Run]) -> list[str]:
     """Report lines naming the machines the runs trained on (their summaries' `machine`), and a
     warning when their vector ISAs differ: float32 results then differ in the last bits."""
-    labels: dict[str, int] = {}
-    isas, unknown = set(), 0
-    for r in runs:
-        m = r.summary.get("machine")
-        if not isinstance(m, dict):
-            unknown += 1
-            continue
-        label = machine_label(m)
-        labels[label] = labels.get(label, 0) + 1
-        isas.add(m.get("cpu_capability"))
+    known = [m for m in (r.summary.get("machine") for r in runs) if isinstance(m, dict)]
+    labels = Counter(machine_label(m) for m in known)
+    isas = {m.get("cpu_capability") for m in known}
+    unknown = len(runs) - len(known)
     lines = [f"- runs trained on: {label} ({n} run{'s' * (n != 1)})"
              for label, n in sorted(labels.items())]
     if unknown and labels:
