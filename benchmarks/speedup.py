@@ -2,7 +2,7 @@
 
     python benchmarks/speedup.py [--presets hnet-1stage@cpu-tiny ...] [--compile PRESET ...]
                                  [--settle-steps 40] [--parity-steps 50 [--parity-f64]
-                                 [--parity-run]]
+                                 [--parity-nudge] [--parity-run]]
                                  [--skip-speed] [--json out.json]
 
 For every preset the same model (same weights, same batch of real text) takes training steps
@@ -30,12 +30,18 @@ For a byte-level preset the BPE Transformer of its scale takes its steps in the 
 alternation (before and after code), so `after_vs_bpe_interleaved` (bytes/s over the BPE
 Transformer's) is measured under the same load; `after_vs_bpe` divides by the BPE preset's own
 row, timed minutes earlier, and moved by 20% between runs here.
+`after_flops_vs_bpe_interleaved` is that ratio per analytic training FLOP (`hnetbench.flops` at
+the chunking the H-Net did): the ratio of the two models' MFUs. A fresh router cuts ~2.5x the
+chunks a trained one does, so its bytes/s falls with the work; its FLOP rate need not.
 `--compile` adds `train.compile: blocks` on top for the named presets (and reports the
 compile seconds).
 `--parity-steps` trains two copies from the same init for that many steps, one per scan, and
 reports the largest loss difference; `--parity-f64` adds a float64 copy (today's code) as
 the exact curve and reports how far each float32 curve is from it, which tells a difference of
-the code from rounding amplified by training. Those steps are plain AdamW at a constant 3e-3
+the code from rounding amplified by training, and the starting code in float64 too
+("f64_before"): `f64_before_f64` is how far the two codes' arithmetic is apart without float32
+rounding to amplify; `--parity-nudge` adds the control for that gap, today's code in float64
+from weights a few ulps apart ("f64_nudged"). Those steps are plain AdamW at a constant 3e-3
 from the first step; `--parity-run` takes the trainer's own steps instead (`Trainer.train_step`:
 the preset's batch, warm-up and decay over the run, gradient clipping, per-stage rates), i.e.
 the curves of a 50-step run as `hnetbench train` makes it. The load average is recorded before
@@ -77,7 +83,9 @@ def _mixer_forward_before(self, u, seq, collect=None):  # noqa: ANN001, ANN202
     valid = seq.valid()
     if valid is not None:
         dt = dt * valid[..., None].to(dt.dtype)
-    A = -torch.exp(self.A_log.float())
+    # the starting code's `.float()`, widened as today's code widens (the same in float32 and
+    # bf16; in a float64 run A stays float64, so both codes' float64 curves are exact math)
+    A = -torch.exp(self.A_log.to(torch.promote_types(self.A_log.dtype, torch.float32)))
     y, _ = mamba2.ssd_scan(x, dt, A, B, C, self.chunk_size, seq.doc)
     y = y + x * self.D[:, None]
     y = self.norm(y.reshape(b, L, self.d_inner), z)
@@ -158,7 +166,7 @@ def compare(preset: str, batch: int, seq_bytes: int, repeats: int, with_compile:
     torch.manual_seed(0)
     model = build_model(cfg.model)
     settle(model, cfg, settle_steps)
-    x, y, n_bytes, _ = make_batch(cfg, batch, seq_bytes, "cpu")
+    x, y, n_bytes, bpt = make_batch(cfg, batch, seq_bytes, "cpu")
     variants = {"before": (model, "before", x, y), "after": (model, "after", x, y),
                 "null": (model, "before", x, y)}
     stats = None
@@ -176,7 +184,7 @@ def compare(preset: str, batch: int, seq_bytes: int, repeats: int, with_compile:
         bpe_cfg = resolve(base={"preset": f"transformer-bpe@{scale}"})
         torch.manual_seed(0)
         bpe = build_model(bpe_cfg.model)
-        bx, by, bpe_bytes, _ = make_batch(bpe_cfg, batch, seq_bytes, "cpu")
+        bx, by, bpe_bytes, bpe_bpt = make_batch(bpe_cfg, batch, seq_bytes, "cpu")
         variants["bpe_before"] = (bpe, "before", bx, by)
         variants["bpe_after"] = (bpe, "after", bx, by)
     # lr 0: the steps do all of AdamW's arithmetic but leave the model (and its router's
@@ -215,10 +223,17 @@ def compare(preset: str, batch: int, seq_bytes: int, repeats: int, with_compile:
            "speedup_wall_best": w["before"] / w["after"], "null_ratio": c["before"] / c["null"]}
     if "after_padded" in c:  # what packing the rows' chunks does on its own
         row["pack_speedup"] = c["after_padded"] / c["after"]
+    row["train_flops_per_byte"] = _train_flops_per_byte(cfg, bpt, chunk_stats, seq_bytes)
     if bpe_bytes is not None:  # bytes/s over the BPE Transformer's, same alternation
         row["after_vs_bpe_interleaved"] = n_bytes / c["after"] / (bpe_bytes / c["bpe_after"])
         row["before_vs_bpe_interleaved"] = (n_bytes / c["before"]
                                             / (bpe_bytes / c["bpe_before"]))
+        # the same ratio per FLOP (the ratio of the two MFUs, the peak cancels): an H-Net whose
+        # router cuts more chunks does more work per byte, which bytes/s counts against it
+        bpe_fpb = _train_flops_per_byte(bpe_cfg, bpe_bpt, {}, seq_bytes)
+        row["bpe_train_flops_per_byte"] = bpe_fpb
+        row["after_flops_vs_bpe_interleaved"] = (row["after_vs_bpe_interleaved"]
+                                                 * row["train_flops_per_byte"] / bpe_fpb)
     if with_compile:
         row["compiled_bytes_cpu_s"] = n_bytes / c["after+compile"]
         row["speedup_compiled"] = c["before"] / c["after+compile"]
@@ -228,24 +243,57 @@ def compare(preset: str, batch: int, seq_bytes: int, repeats: int, with_compile:
     return row
 
 
-def parity(preset: str, batch: int, seq_bytes: int, steps: int, f64: bool = False
-           ) -> float | dict:
+def _train_flops_per_byte(cfg, bytes_per_token: float, bytes_per_chunk: dict[str, float],
+                          seq_bytes: int) -> float:  # noqa: ANN001
+    """Analytic training FLOPs per byte at the chunking the model did (`bytes_per_chunk`:
+    cumulative per stage, as the model's stats give it)."""
+    from hnetbench.flops import flops_per_byte
+
+    cum = [bytes_per_chunk[k] for k in sorted(bytes_per_chunk)]
+    comp = [v / (cum[i - 1] if i else 1.0) for i, v in enumerate(cum)] or None
+    return flops_per_byte(cfg.model, bytes_per_token=bytes_per_token, compression=comp,
+                          seq_len=seq_bytes, with_params=False).train_per_byte
+
+
+# parity's curves: name -> (code, dtype); the first two are the float32 pair
+# "f64_nudged": today's code in float64 from weights moved by ~4 ulps (x (1 + 2^-50)), the
+# control for f64_before_f64: how far float64 rounding alone drifts over the run
+VARIANTS = {"before": ("before", torch.float32), "after": ("after", torch.float32),
+            "f64": ("after", torch.float64), "f64_before": ("before", torch.float64),
+            "f64_nudged": ("after", torch.float64)}
+
+
+def _variants(f64: bool, nudge: bool) -> list[str]:
+    return list(VARIANTS)[:5 if nudge else 4 if f64 else 2]
+
+
+def _nudge(model: torch.nn.Module) -> None:
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1 + 2.0 ** -50)
+
+
+def parity(preset: str, batch: int, seq_bytes: int, steps: int, f64: bool = False,
+           nudge: bool = False) -> float | dict:
     """Largest |loss_before - loss_after| over `steps` training steps from the same init.
-    With `f64`, also trains a float64 copy (today's code) as the exact curve and returns
-    {"before_after", "before_f64", "after_f64"}: how far each float32 curve is from it."""
+    With `f64`, also trains float64 copies of both codes and returns {"before_after",
+    "before_f64", "after_f64", "f64_before_f64"}: how far each float32 curve is from today's
+    code in float64, and how far the two codes are apart in float64; with `nudge` also
+    f64_nudged_f64, the same code in float64 from weights a few ulps apart."""
     from hnetbench.config import resolve
     from hnetbench.data import build_loader
     from hnetbench.models import build_model
 
     cfg = resolve(base={"preset": preset, "data": {"batch_size": batch, "seq_len": seq_bytes}})
     losses = {}
-    for scan in ("before", "after", "f64") if f64 else ("before", "after"):
-        use_scan("after" if scan == "f64" else scan)
+    for scan in _variants(f64, nudge):
+        code, dtype = VARIANTS[scan]
+        use_scan(code)
         torch.manual_seed(0)
-        model = build_model(cfg.model)
-        if scan == "f64":
-            model = model.double()
-        opt = torch.optim.AdamW(model.parameters(), lr=3e-3, fused=scan == "after")
+        model = build_model(cfg.model).to(dtype)
+        if scan == "f64_nudged":
+            _nudge(model)
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3, fused=code == "after")
         loader = iter(build_loader(cfg.data, "train", 0))
         curve = []
         for _ in range(steps):
@@ -253,27 +301,29 @@ def parity(preset: str, batch: int, seq_bytes: int, steps: int, f64: bool = Fals
         losses[scan] = curve
     use_scan("after")
     gaps = _curve_gaps(losses)
-    return gaps if f64 else gaps["before_after"]
+    return gaps if f64 or nudge else gaps["before_after"]
 
 
 def _curve_gaps(curves: dict[str, list[float]]) -> dict[str, float]:
-    """Largest |difference| between the loss curves, pairwise: before_after, and with a
-    float64 curve before_f64 and after_f64."""
+    """Largest |difference| between the loss curves, pairwise: before_after, and with the
+    float64 curves before_f64, after_f64 and f64_before_f64 (the two codes in float64), and
+    f64_nudged_f64 where the nudged control ran."""
     def gap(a: str, b: str) -> float:
         return max(abs(u - v) for u, v in zip(curves[a], curves[b]))
 
-    pairs = [("before", "after")] + ([("before", "f64"), ("after", "f64")]
-                                     if "f64" in curves else [])
+    pairs = [("before", "after"), ("before", "f64"), ("after", "f64"), ("f64_before", "f64"),
+             ("f64_nudged", "f64")]
+    pairs = [(a, b) for a, b in pairs if a in curves and b in curves]
     return {f"{a}_{b}": gap(a, b) for a, b in pairs}
 
 
-def parity_run(preset: str, steps: int, f64: bool = False) -> dict:
+def parity_run(preset: str, steps: int, f64: bool = False, nudge: bool = False) -> dict:
     """Loss curves of a `steps`-step run of the trainer itself (the preset's batch, learning
     rate, warm-up and decay of the WSD schedule over `steps`, gradient clipping, per-stage
     learning-rate multipliers, weight decay) with the starting code ("before", AdamW's loop
     over tensors as the trainer of the issue's start used) and today's ("after", fused AdamW);
-    with `f64`, also today's code in float64 as the exact curve. Returns the largest loss
-    gaps, as `parity` does, and the curves."""
+    with `f64`, also both codes in float64 (and with `nudge` the nudged control). Returns the
+    largest loss gaps, as `parity` does, and the curves."""
     import tempfile
 
     from hnetbench.config import resolve
@@ -285,17 +335,19 @@ def parity_run(preset: str, steps: int, f64: bool = False) -> dict:
                                                      "compile": "off", "device": "cpu"}})
     curves = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for variant in ("before", "after", "f64") if f64 else ("before", "after"):
-            use_scan("after" if variant == "f64" else variant)
+        for variant in _variants(f64, nudge):
+            code, dtype = VARIANTS[variant]
+            use_scan(code)
             trainer = Trainer(cfg, Path(tmp), DistEnv())
             trainer._build()
             assert trainer.total_steps == steps, (trainer.total_steps, steps)
-            if variant == "before":
+            if code == "before":
                 groups = [{**g, "fused": None, "foreach": False}
                           for g in trainer.opt.param_groups]
                 trainer.opt = torch.optim.AdamW(groups)
-            if variant == "f64":
-                trainer.model.double()
+            trainer.model.to(dtype)
+            if variant == "f64_nudged":
+                _nudge(trainer.model)
             batches = Batches(trainer.loader)
             trainer.model.train()
             curves[variant] = [trainer.train_step(batches)["loss"] for _ in range(steps)]
@@ -317,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parity-batch", type=int, default=4)
     ap.add_argument("--parity-f64", action="store_true",
                     help="also train a float64 copy and report each float32 curve's distance")
+    ap.add_argument("--parity-nudge", action="store_true",
+                    help="with the float64 copies, also one from weights a few ulps apart "
+                         "(the control for the two codes' float64 gap)")
     ap.add_argument("--parity-run", action="store_true",
                     help="parity over the trainer's own steps (schedule, clipping, the "
                          "preset's batch) instead of constant-rate AdamW steps")
@@ -339,9 +394,11 @@ def main(argv: list[str] | None = None) -> int:
     par = {}
     if args.parity_steps:
         for p in args.parity_presets or [p for p in args.presets if "transformer" not in p]:
-            par[p] = (parity_run(p, args.parity_steps, args.parity_f64) if args.parity_run
+            f64 = args.parity_f64 or args.parity_nudge
+            par[p] = (parity_run(p, args.parity_steps, f64, args.parity_nudge)
+                      if args.parity_run
                       else parity(p, args.parity_batch, args.seq_bytes, args.parity_steps,
-                                  args.parity_f64))
+                                  f64, args.parity_nudge))
             shown = (f"{par[p]:.2e}" if not isinstance(par[p], dict)
                      else ", ".join(f"{k} {v:.2e}" for k, v in par[p].items() if k != "curves"))
             print(f"parity {p}: max |loss diff| over {args.parity_steps} steps = {shown}")
@@ -352,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
         print_table(rows, ["preset", "bytes_per_chunk", "before_bytes_cpu_s", "after_bytes_cpu_s",
                            "speedup", "speedup_wall_best", "null_ratio", "pack_speedup",
                            "before_vs_bpe", "after_vs_bpe", "before_vs_bpe_interleaved",
-                           "after_vs_bpe_interleaved", "speedup_compiled", "compile_s"])
+                           "after_vs_bpe_interleaved", "after_flops_vs_bpe_interleaved",
+                           "speedup_compiled", "compile_s"])
     write_json(args.json, {"machine": machine(), "batch": args.batch, "seq_bytes": args.seq_bytes,
                            "settle_steps": args.settle_steps,
                            "load_before": load_before, "load_after": load_after,

@@ -10,6 +10,7 @@ from hnetbench.kernels import (
     conv_cpu,
     cpu_ops,
     cross_entropy_cpu,
+    ema_cpu,
     norm_cpu,
     rope_cpu,
     ssd_cpu,
@@ -97,3 +98,64 @@ def test_compiled_code_calls_the_op_in_one_graph():
     got = torch.autograd.grad(compiled(xg, wg).square().sum(), (xg, wg))
     want = torch.autograd.grad(f(xg, wg).square().sum(), (xg, wg))
     assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+# each C kernel's entry point as the models call it (module attribute), to count the calls
+ENTRIES = {attn_cpu: "attention_cpu", conv_cpu: "doc_conv_cpu",
+           cross_entropy_cpu: "cross_entropy_sum_cpu", norm_cpu: "gated_rms_norm_cpu",
+           rope_cpu: "qkv_rope_cpu", ssd_cpu: "ssd_scan_cpu", swiglu_cpu: "swiglu_cpu",
+           ema_cpu: "ema_cpu"}
+
+
+@needs_c
+@pytest.mark.parametrize("preset,kernels", [
+    ("transformer-bpe@cpu-tiny", {attn_cpu, rope_cpu, swiglu_cpu, cross_entropy_cpu}),
+    ("mambabyte@cpu-tiny", {ssd_cpu, conv_cpu, norm_cpu, cross_entropy_cpu}),
+    ("hnet-1stage@cpu-tiny", set(ENTRIES)),
+    ("hnet-2stage@cpu-tiny", set(ENTRIES)),
+])
+def test_a_whole_model_with_every_c_kernel_equals_its_torch_paths(preset, kernels, monkeypatch):
+    """The CPU defaults (every C kernel, an H-Net's inner stages over packed rows) against the
+    torch paths they replaced (each kernel's `available()` false, the padded batch): one
+    training step's loss and gradients in float64, documents starting inside rows. Each
+    kernel has its own test; this one holds them together, in the shapes a model gives them."""
+    from hnetbench.config import resolve
+    from hnetbench.models import build_model, hnet
+
+    cfg = resolve(base={"preset": preset}).model
+    torch.manual_seed(0)
+    model = build_model(cfg).double().train()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, cfg.vocab_size, (3, 97), generator=g)
+    targets = torch.randint(0, cfg.vocab_size, (3, 97), generator=g)
+    doc_start = torch.zeros_like(ids, dtype=torch.bool)
+    doc_start[0, 40] = doc_start[2, 11] = doc_start[2, 70] = True
+
+    def step() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        out = model(ids, targets=targets, doc_start=doc_start)
+        out.loss.backward()
+        return out.loss.detach(), {n: p.grad for n, p in model.named_parameters()
+                                   if p.grad is not None}
+
+    calls = dict.fromkeys(ENTRIES, 0)
+
+    def counted(module, fn):  # noqa: ANN001, ANN202
+        def call(*a, **k):  # noqa: ANN002, ANN003, ANN202
+            calls[module] += 1
+            return fn(*a, **k)
+        return call
+
+    for module, name in ENTRIES.items():
+        monkeypatch.setattr(module, name, counted(module, getattr(module, name)))
+    monkeypatch.setattr(hnet, "PACK_ROWS", True)
+    loss, grads = step()
+    assert {m for m, n in calls.items() if n} == kernels, calls  # the C paths did run
+    for module in ENTRIES:
+        monkeypatch.setattr(module, "available", lambda: False)
+    monkeypatch.setattr(hnet, "PACK_ROWS", False)
+    ref_loss, ref_grads = step()
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-12, atol=0)
+    assert grads.keys() == ref_grads.keys()
+    for n in ref_grads:
+        torch.testing.assert_close(grads[n], ref_grads[n], rtol=1e-9, atol=1e-12, msg=n)
