@@ -243,8 +243,8 @@ def compare(preset: str, batch: int, seq_bytes: int, repeats: int, with_compile:
     return row
 
 
-def _train_flops_per_byte(cfg, bytes_per_token: float, bytes_per_chunk: dict[str, float],
-                          seq_bytes: int) -> float:  # noqa: ANN001
+def _train_flops_per_byte(cfg, bytes_per_token: float,  # noqa: ANN001
+                          bytes_per_chunk: dict[str, float], seq_bytes: int) -> float:
     """Analytic training FLOPs per byte at the chunking the model did (`bytes_per_chunk`:
     cumulative per stage, as the model's stats give it)."""
     from hnetbench.flops import flops_per_byte
