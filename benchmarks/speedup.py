@@ -264,7 +264,8 @@ VARIANTS = {"before": ("before", torch.float32), "after": ("after", torch.float3
 
 
 def _variants(f64: bool, nudge: bool) -> list[str]:
-    return list(VARIANTS)[:5 if nudge else 4 if f64 else 2]
+    return (["before", "after"] + (["f64", "f64_before"] if f64 or nudge else [])
+            + (["f64_nudged"] if nudge else []))
 
 
 def _nudge(model: torch.nn.Module) -> None:
